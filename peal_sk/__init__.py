@@ -1,0 +1,48 @@
+"""peal_sk: scikit-learn compatible active learning for vision foundation models.
+
+Query strategies (``peal_sk.selection``) need only numpy, scipy, scikit-learn and faiss;
+the torch estimator lives in ``peal_sk.classifier`` and needs the ``[torch]`` extra.
+"""
+
+from . import selection
+from .base import BaseSelector
+from .learner import ActiveLearner
+from .selection import (
+    ClassBalancedSelector,
+    EntropySelector,
+    FeatureDistanceSelector,
+    HybridSelector,
+    KCenterSelector,
+    LeastConfidentSelector,
+    MarginSelector,
+    RandomSelector,
+    entropy_sampling,
+    featdist_sampling,
+    hybrid_sampling,
+    least_confident_sampling,
+    margin_sampling,
+    random_sampling,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActiveLearner",
+    "BaseSelector",
+    "ClassBalancedSelector",
+    "EntropySelector",
+    "FeatureDistanceSelector",
+    "HybridSelector",
+    "KCenterSelector",
+    "LeastConfidentSelector",
+    "MarginSelector",
+    "RandomSelector",
+    "__version__",
+    "entropy_sampling",
+    "featdist_sampling",
+    "hybrid_sampling",
+    "least_confident_sampling",
+    "margin_sampling",
+    "random_sampling",
+    "selection",
+]

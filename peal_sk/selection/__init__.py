@@ -1,0 +1,52 @@
+"""Query strategies.
+
+Every strategy comes in three forms sharing one implementation: a score/helper function,
+a selector class (``select``, ``score_samples``, callable as a modAL strategy) and a
+modAL query function ``*_sampling(classifier, X_pool, n_instances=1, **kwargs)``.
+"""
+
+from ._class_balanced import ClassBalancedSelector, class_balanced_picks, class_balanced_sampling
+from ._feature_distance import (
+    FeatureDistanceSelector,
+    KCenterSelector,
+    featdist_sampling,
+    feature_distance_scores,
+    kcenter_sampling,
+)
+from ._hybrid import HybridSelector, hybrid_sampling
+from ._random import RandomSelector, random_sampling
+from ._uncertainty import (
+    EntropySelector,
+    LeastConfidentSelector,
+    MarginSelector,
+    entropy_sampling,
+    entropy_scores,
+    least_confident_sampling,
+    least_confident_scores,
+    margin_sampling,
+    margin_scores,
+)
+
+__all__ = [
+    "ClassBalancedSelector",
+    "EntropySelector",
+    "FeatureDistanceSelector",
+    "HybridSelector",
+    "KCenterSelector",
+    "LeastConfidentSelector",
+    "MarginSelector",
+    "RandomSelector",
+    "class_balanced_picks",
+    "class_balanced_sampling",
+    "entropy_sampling",
+    "entropy_scores",
+    "featdist_sampling",
+    "feature_distance_scores",
+    "hybrid_sampling",
+    "kcenter_sampling",
+    "least_confident_sampling",
+    "least_confident_scores",
+    "margin_sampling",
+    "margin_scores",
+    "random_sampling",
+]

@@ -1,0 +1,198 @@
+"""Class-balanced wrapper (PEAL; "PCB", Bang et al., CVPR 2024)."""
+
+# SPDX-License-Identifier: BSD-3-Clause
+
+from numbers import Real
+
+import numpy as np
+from sklearn.utils._param_validation import HasMethods, Interval
+
+from ..base import BaseSelector
+from ..utils._validation import check_rng
+
+__all__ = ["ClassBalancedSelector", "class_balanced_picks", "class_balanced_sampling"]
+
+
+def class_balanced_picks(y_cand, classes, counts, n_instances, rng):
+    """The PCB picking rule on a candidate set (spec section 3).
+
+    Until ``n_instances`` picks: take the class ``c*`` with the fewest labelled samples
+    (ties: lowest class index), pick a seeded-random unpicked candidate predicted as
+    ``c*`` and increment its count; if there is none, pick a random unpicked candidate
+    and leave the counts unchanged.
+
+    Parameters
+    ----------
+    y_cand : ndarray of shape (n_cand,)
+        Predicted class of each candidate.
+    classes : ndarray of shape (n_classes,)
+        Class labels, in class-index order.
+    counts : ndarray of shape (n_classes,)
+        Labelled samples per class (zero allowed).
+    n_instances : int
+        Number of picks, ``<= n_cand``.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    picks : ndarray of shape (n_instances,), np.intp
+        Positions into the candidate set, in pick order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peal_sk.selection import class_balanced_picks
+    >>> y_cand = np.array([0, 0, 0, 1])
+    >>> picks = class_balanced_picks(y_cand, np.array([0, 1]), np.array([5, 0]), 2,
+    ...                              np.random.default_rng(0))
+    >>> int(picks[0])  # class 1 has fewer labels, and only candidate 3 is predicted 1
+    3
+    """
+    counts = np.array(counts, dtype=np.int64)
+    order = rng.permutation(len(y_cand))
+    y_ord = y_cand[order]
+    queues = [list(order[y_ord == c][::-1]) for c in classes]  # pop() from the end
+    global_queue = list(order[::-1])
+    picked = np.zeros(len(y_cand), dtype=bool)
+    picks = []
+    while len(picks) < n_instances:
+        c = int(np.argmin(counts))  # ties: lowest class index
+        queue = queues[c]
+        while queue and picked[queue[-1]]:
+            queue.pop()
+        if queue:
+            p = queue.pop()
+            counts[c] += 1
+        else:
+            while picked[global_queue[-1]]:
+                global_queue.pop()
+            p = global_queue.pop()
+        picked[p] = True
+        picks.append(p)
+    return np.asarray(picks, dtype=np.intp)
+
+
+class ClassBalancedSelector(BaseSelector):
+    """Class-balanced wrapper around any base strategy (PCB).
+
+    1. The base strategy proposes its top ``n_cand = max(n_instances, int(gamma * n_pool))``
+       candidates.
+    2. ``counts[c]`` is the number of labelled samples of true class ``c``, over every
+       class known to the estimator (``classes_``, zero allowed) and the labels.
+    3. Candidates are picked with :func:`class_balanced_picks`, using the model's
+       predicted classes as pseudo-labels.
+
+    Parameters
+    ----------
+    base : selector or callable
+        A :class:`~peal_sk.base.BaseSelector` (it shares the probabilities and embeddings
+        computed for this query) or any modAL query function.
+    gamma : float, default=0.1
+        Candidate fraction of the pool, in (0, 1].
+    random_state : int, Generator or None, default=None
+        Seeds the picks (and the base strategy when its own ``random_state`` is None).
+
+    See Also
+    --------
+    class_balanced_sampling : The modAL function form.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from peal_sk.selection import ClassBalancedSelector, EntropySelector
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = LogisticRegression(max_iter=500).fit(X[:60], y[:60])  # classes 0, 1 only
+    >>> sel = ClassBalancedSelector(EntropySelector(), random_state=0)
+    >>> sel.select(X, 4, classifier=clf, X_labeled=X[:60], y_labeled=y[:60]).shape
+    (4,)
+    """
+
+    _parameter_constraints = {
+        "base": [HasMethods(["select"]), callable],
+        "gamma": [Interval(Real, 0, 1, closed="right")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, base, *, gamma=0.1, random_state=None):
+        self.base = base
+        self.gamma = gamma
+        self.random_state = random_state
+
+    def _check_context(self, ctx):
+        if ctx.y_labeled is None or ctx.n_labeled == 0:
+            raise ValueError(
+                "ClassBalancedSelector needs the labels of the labelled set to count "
+                "samples per class; got no labels (y_labeled is empty or None)."
+            )
+        ctx.require_proba_model("ClassBalancedSelector")
+        if isinstance(self.base, BaseSelector):
+            self.base._validate_params()
+            self.base._check_context(ctx)
+
+    def _query(self, ctx, n_instances, rng):
+        n_cand = min(ctx.n_pool, max(n_instances, int(self.gamma * ctx.n_pool)))
+        if isinstance(self.base, BaseSelector):
+            base_rng = rng if self.base.random_state is None else check_rng(self.base.random_state)
+            cand, cand_scores = self.base._query(ctx, n_cand, base_rng)
+        else:
+            cand, cand_scores = self.base(ctx.classifier, ctx.X_pool, n_instances=n_cand)
+        cand = np.asarray(cand, dtype=np.intp)
+        cand_scores = np.asarray(cand_scores, dtype=np.float64)
+        y_pred = ctx.predicted_labels()
+        classes = ctx.classes()
+        labels = np.unique(ctx.y_labeled)
+        classes = labels if classes is None else np.union1d(classes, labels)
+        counts = np.array([(ctx.y_labeled == c).sum() for c in classes])
+        picks = class_balanced_picks(y_pred[cand], classes, counts, n_instances, rng)
+        return cand[picks], cand_scores[picks]
+
+
+def class_balanced_sampling(
+    classifier,
+    X_pool,
+    n_instances=1,
+    *,
+    base=None,
+    gamma=0.1,
+    X_labeled=None,
+    y_labeled=None,
+    random_state=None,
+):
+    """modAL query strategy: class-balanced sampling (see :class:`ClassBalancedSelector`).
+
+    Parameters
+    ----------
+    classifier : learner or estimator with ``predict_proba``
+    X_pool : array-like
+    n_instances : int, default=1
+    base : selector or callable, default=None
+        Base strategy; None means :class:`~peal_sk.selection.EntropySelector`.
+    gamma : float, default=0.1
+    X_labeled, y_labeled : array-like, default=None
+        Default: the learner's training data (only ``y_labeled`` is used).
+    random_state : int, Generator or None, default=None
+
+    Returns
+    -------
+    query_idx : ndarray of shape (n_instances,), dtype=np.intp
+    scores : ndarray of shape (n_instances,)
+        The base strategy's scores of the returned samples.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from peal_sk.selection import class_balanced_sampling
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = LogisticRegression(max_iter=500).fit(X[::10], y[::10])
+    >>> idx, _ = class_balanced_sampling(clf, X, 3, y_labeled=y[::10], random_state=0)
+    >>> idx.shape
+    (3,)
+    """
+    if base is None:
+        from ._uncertainty import EntropySelector
+
+        base = EntropySelector()
+    selector = ClassBalancedSelector(base, gamma=gamma, random_state=random_state)
+    return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)

@@ -1,0 +1,148 @@
+"""Input validation shared by every selector.
+
+All checks run before any expensive work and raise ``ValueError`` / ``TypeError`` whose
+message names the offending parameter and its value.
+"""
+
+# SPDX-License-Identifier: BSD-3-Clause
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.utils.validation import _num_samples
+
+__all__ = [
+    "check_features",
+    "check_n_instances",
+    "check_proba",
+    "check_rng",
+    "n_samples",
+]
+
+#: Tolerance on ``sum(proba, axis=1) == 1``; float32 softmax outputs are within 1e-6.
+PROBA_ATOL = 1e-3
+
+
+def n_samples(X, *, name="X_pool"):
+    """Number of samples of an array-like, list, DataFrame or array of file paths."""
+    if X is None:
+        raise ValueError(f"{name} is None; pass the pool of unlabelled samples.")
+    try:
+        n = _num_samples(X)
+    except TypeError as exc:
+        raise TypeError(
+            f"{name} must be an array-like of samples (array, list, DataFrame); "
+            f"got {type(X).__name__}."
+        ) from exc
+    return int(n)
+
+
+def check_n_instances(n_instances, n_pool, *, name="n_instances"):
+    """Validate the query size against the pool size (no silent shrink)."""
+    if isinstance(n_instances, bool) or not isinstance(n_instances, Integral | np.integer):
+        raise TypeError(f"{name} must be an int >= 1; got {n_instances!r}.")
+    n_instances = int(n_instances)
+    if n_pool < 1:
+        raise ValueError("X_pool is empty (0 samples); there is nothing to select from.")
+    if n_instances < 1:
+        raise ValueError(f"{name} must be >= 1; got {name}={n_instances}.")
+    if n_instances > n_pool:
+        raise ValueError(
+            f"{name}={n_instances} is larger than the pool size n_pool={n_pool}; "
+            f"ask for at most {n_pool} instances."
+        )
+    return n_instances
+
+
+def check_features(X, *, name="X_pool", n_features=None):
+    """Validate 2-D numeric, finite features; float32 stays float32, others become float64.
+
+    The input is never modified (a copy is made only when a conversion is needed).
+    """
+    arr = np.asarray(X)
+    if arr.dtype == object or arr.dtype.kind in "USV":
+        raise TypeError(
+            f"{name} must hold numeric features to compute distances; got dtype "
+            f"{arr.dtype}. For images or file paths, use an estimator with a `transform` "
+            "method that returns embeddings (e.g. PEALClassifier) or pass embeddings."
+        )
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} must be real-valued; got complex dtype {arr.dtype}.")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of features (n_samples, n_features); got an "
+            f"array of shape {arr.shape}. For images, use an estimator whose `transform` "
+            "returns embeddings."
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples).")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features; shape {arr.shape}.")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features but the pool embeddings have {n_features}."
+        )
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(
+            f"{name} contains NaN or infinite values (first at row {bad[0]}, column "
+            f"{bad[1]}: {arr[bad[0], bad[1]]!r})."
+        )
+    return arr
+
+
+def check_proba(proba, n_pool, *, name="predict_proba(X_pool)"):
+    """Validate a probability matrix: 2-D, finite, non-negative, rows summing to one."""
+    proba = np.asarray(proba)
+    if proba.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be numeric; got dtype {proba.dtype}.")
+    proba = proba.astype(np.float64, copy=False)
+    if proba.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_classes); got shape {proba.shape}."
+        )
+    if proba.shape[0] != n_pool:
+        raise ValueError(
+            f"{name} has {proba.shape[0]} rows but X_pool has {n_pool} samples."
+        )
+    if proba.shape[1] == 0:
+        raise ValueError(f"{name} has 0 columns (no classes).")
+    if not np.isfinite(proba).all():
+        row = int(np.argwhere(~np.isfinite(proba))[0, 0])
+        raise ValueError(f"{name} contains NaN or infinite values (first in row {row}).")
+    if (proba < 0).any():
+        row = int(np.argwhere(proba < 0)[0, 0])
+        raise ValueError(f"{name} has negative probabilities (first in row {row}).")
+    sums = proba.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > PROBA_ATOL)
+    if bad.size:
+        raise ValueError(
+            f"{name} rows must sum to 1 (tolerance {PROBA_ATOL}); row {bad[0]} sums to "
+            f"{sums[bad[0]]:.6g} ({bad.size} bad rows). Pass probabilities, not logits."
+        )
+    return proba
+
+
+def check_rng(random_state):
+    """Turn ``random_state`` into a :class:`numpy.random.Generator`.
+
+    ``None`` draws fresh OS entropy (never the global NumPy state); an int seeds a new
+    generator, so the same int gives the same selection on every call; a ``Generator`` is
+    used as is; a legacy ``RandomState`` seeds a new generator from one draw.
+    """
+    if random_state is None:
+        return np.random.default_rng()
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, Integral | np.integer) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be >= 0; got random_state={random_state}.")
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        "random_state must be None, an int, a numpy Generator or RandomState; got "
+        f"{random_state!r}."
+    )

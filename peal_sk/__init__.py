@@ -8,6 +8,8 @@ from . import selection
 from .base import BaseSelector
 from .learner import ActiveLearner
 from .selection import (
+    ActiveFTSelector,
+    BiLAFSelector,
     ClassBalancedSelector,
     EntropySelector,
     FeatureDistanceSelector,
@@ -16,6 +18,9 @@ from .selection import (
     LeastConfidentSelector,
     MarginSelector,
     RandomSelector,
+    activeft_sampling,
+    bilaf,
+    bilaf_sampling,
     entropy_sampling,
     featdist_sampling,
     hybrid_sampling,
@@ -27,6 +32,11 @@ from .selection import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActiveFTSelector",
+    "BiLAFSelector",
+    "activeft_sampling",
+    "bilaf",
+    "bilaf_sampling",
     "ActiveLearner",
     "BaseSelector",
     "ClassBalancedSelector",

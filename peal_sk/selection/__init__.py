@@ -5,6 +5,8 @@ a selector class (``select``, ``score_samples``, callable as a modAL strategy) a
 modAL query function ``*_sampling(classifier, X_pool, n_instances=1, **kwargs)``.
 """
 
+from ._activeft import ActiveFTSelector, activeft_loss, activeft_sampling, activeft_select
+from ._bilaf import BiLAFSelector, bilaf, bilaf_sampling
 from ._class_balanced import ClassBalancedSelector, class_balanced_picks, class_balanced_sampling
 from ._feature_distance import (
     FeatureDistanceSelector,
@@ -14,6 +16,7 @@ from ._feature_distance import (
     kcenter_sampling,
 )
 from ._hybrid import HybridSelector, hybrid_sampling
+from ._kmeans import KMeansSelector, kmeans_sampling
 from ._random import RandomSelector, random_sampling
 from ._uncertainty import (
     EntropySelector,
@@ -28,6 +31,15 @@ from ._uncertainty import (
 )
 
 __all__ = [
+    "ActiveFTSelector",
+    "BiLAFSelector",
+    "KMeansSelector",
+    "activeft_loss",
+    "activeft_sampling",
+    "activeft_select",
+    "bilaf",
+    "bilaf_sampling",
+    "kmeans_sampling",
     "ClassBalancedSelector",
     "EntropySelector",
     "FeatureDistanceSelector",

@@ -1,0 +1,703 @@
+"""BiLAF: one-shot core + boundary selection (Lu et al., "Boundary Matters", NeurIPS 2024).
+
+The algorithm is specified in ALGORITHMS.md section 5; the points it leaves open are
+decided here and documented on :class:`BiLAFSelector`. ``tests/_bilaf_reference.py`` is
+a slow, loop-by-loop transcription of the same specification and the tests require this
+implementation to return the same samples in the same order.
+
+Where the time goes and how it is kept down:
+
+* assignment (N x K distances): a float32 GEMM screens the nearest cores, then the
+  distances that decide the cluster, the opponent and ``d_out`` are recomputed exactly
+  in float64 (direct differences), with an error bound that guarantees the screened set
+  holds the true two nearest cores (rows that fail the bound are done exactly in full);
+* denoising and ``d_in`` (per cluster): a float64 Gram matrix of the cluster's *distinct*
+  rows, so duplicated samples get bit-identical distances; the ring expansion keeps, for
+  each not-yet-added member, only its ``n_neighbors`` smallest distances to the added
+  ones (a k-buffer), so each ring costs one ``n_rest x m`` block; clusters with more
+  than ``_DENSE_MAX`` distinct rows compute those blocks on demand instead of holding
+  the ``n_j x n_j`` matrix;
+* greedy selection: one ``n_kept x d`` distance row per pick, O(n) selection of the
+  ``r - 1`` nearest candidates.
+"""
+
+# SPDX-License-Identifier: BSD-3-Clause
+
+import time
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
+
+from ..base import BaseSelector
+from ..utils._neighbors import BLOCK_BYTES
+from ..utils._validation import check_rng
+
+__all__ = ["BiLAFSelector", "bilaf", "bilaf_sampling"]
+
+#: Clusters with fewer members than this are kept whole by the denoising step (the
+#: literal threshold of the official code).
+SMALL_CLUSTER = 10
+#: Clusters with more distinct rows than this compute their distances block by block
+#: instead of holding the full (distinct x distinct) float64 matrix (4096^2 x 8 B = 128 MiB).
+_DENSE_MAX = 4096
+#: Nearest cores screened in float32 before the exact float64 check.
+_SCREEN = 4
+_EPS32 = 2.0**-24
+
+
+# -- stage 0: cores and clusters -----------------------------------------------------------
+def _exact_dist(A, B):
+    """Row-wise Euclidean distance of two (n, d) float64 arrays, by direct differences."""
+    diff = A - B
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+
+def _dedup_cores(F, cores):
+    """Sorted cores, dropping a core whose feature row equals an earlier kept core's."""
+    cores = np.sort(np.asarray(cores, dtype=np.intp))
+    _, first = np.unique(F[cores], axis=0, return_index=True)
+    return cores[np.sort(first)]
+
+
+def _assign(F, cores):
+    """Nearest core (ties: lowest cluster index) and nearest *other* core of every sample.
+
+    Returns
+    -------
+    labels : ndarray of np.intp
+    d_own : ndarray of float64
+        Exact distance to the own core.
+    opponents : ndarray of np.intp
+        Cluster index of the nearest other core (-1 when ``K == 1``).
+    d_out : ndarray of float64
+        Exact distance to that core (inf when ``K == 1``).
+    """
+    n, d = F.shape
+    K = len(cores)
+    C = F[cores].astype(np.float64)
+    labels = np.zeros(n, dtype=np.intp)
+    opponents = np.full(n, -1, dtype=np.intp)
+    d_own = np.empty(n)
+    d_out = np.full(n, np.inf)
+    step = max(1, min(BLOCK_BYTES // (4 * K), BLOCK_BYTES // (8 * d)))
+    if K == 1:
+        for s in range(0, n, step):
+            X = F[s : s + step].astype(np.float64)
+            d_own[s : s + step] = _exact_dist(X, C[0])
+        return labels, d_own, opponents, d_out
+
+    screen = K > _SCREEN
+    if screen:
+        mu = C.mean(axis=0)
+        C32 = (C - mu).astype(np.float32)
+        c_sq = np.einsum("ij,ij->i", C32, C32, dtype=np.float64)
+        c_sq_max = float(c_sq.max())
+        c_sq32 = c_sq.astype(np.float32)
+    all_cores = np.arange(K)
+    for s in range(0, n, step):
+        X = F[s : s + step].astype(np.float64)
+        rows = X.shape[0]
+        if screen:
+            X32 = (X - mu).astype(np.float32)
+            x_sq = np.einsum("ij,ij->i", X32, X32, dtype=np.float64)
+            D2 = X32 @ C32.T
+            D2 *= -2
+            D2 += x_sq.astype(np.float32)[:, None]
+            D2 += c_sq32[None, :]
+            part = np.argpartition(D2, _SCREEN, axis=1)[:, : _SCREEN + 1]
+            vals = np.take_along_axis(D2, part, axis=1).astype(np.float64)
+            o = np.argsort(vals, axis=1)
+            part = np.take_along_axis(part, o, axis=1)
+            vals = np.take_along_axis(vals, o, axis=1)
+            # bound on |float32 squared distance - exact| (GEMM, norms, casts)
+            tol = 2.0 * (d + 10) * _EPS32 * (x_sq + c_sq_max)
+            ok = vals[:, _SCREEN] > vals[:, 1] + 2.0 * tol
+            cand = part[:, :_SCREEN]
+        else:
+            ok = np.ones(rows, dtype=bool)
+            cand = np.broadcast_to(all_cores, (rows, K))
+        dist = np.empty(cand.shape)
+        ok_rows = np.flatnonzero(ok)
+        for t in range(cand.shape[1]):
+            dist[ok_rows, t] = _exact_dist(X[ok_rows], C[cand[ok_rows, t]])
+        lab = np.empty(rows, dtype=np.intp)
+        opp = np.empty(rows, dtype=np.intp)
+        dn = np.empty(rows)
+        do = np.empty(rows)
+        if ok_rows.size:
+            c_ok, d_ok = cand[ok_rows], dist[ok_rows]
+            o = np.lexsort((c_ok, d_ok), axis=-1)[:, :2]
+            first = np.take_along_axis(c_ok, o, axis=1)
+            fd = np.take_along_axis(d_ok, o, axis=1)
+            lab[ok_rows], opp[ok_rows] = first[:, 0], first[:, 1]
+            dn[ok_rows], do[ok_rows] = fd[:, 0], fd[:, 1]
+        for i in np.flatnonzero(~ok):  # screening inconclusive: exact over all cores
+            full = _exact_dist(np.broadcast_to(X[i], C.shape), C)
+            o = np.lexsort((all_cores, full))[:2]
+            lab[i], opp[i] = o
+            dn[i], do[i] = full[o[0]], full[o[1]]
+        labels[s : s + rows], opponents[s : s + rows] = lab, opp
+        d_own[s : s + rows], d_out[s : s + rows] = dn, do
+    return labels, d_own, opponents, d_out
+
+
+# -- stages 1-2: denoising and d_in, per cluster -------------------------------------------
+class _ClusterDistances:
+    """Euclidean distances among one cluster's members, through its distinct rows.
+
+    Members with identical features share one distinct row, so their distances to
+    anything are bit-identical (ties then resolve by index, as the specification says).
+    """
+
+    def __init__(self, X):
+        # centre on the first row (the core) to keep the Gram expansion well conditioned
+        X = X - X[0]
+        self.U, self.inv = np.unique(X, axis=0, return_inverse=True)
+        self.inv = self.inv.reshape(-1)
+        self.sq = np.einsum("ij,ij->i", self.U, self.U)
+        self.dense = None
+        if len(self.U) <= _DENSE_MAX:
+            self.dense = self._block(np.arange(len(self.U)), np.arange(len(self.U)))
+
+    def _block(self, ru, cu):
+        D2 = self.U[ru] @ self.U[cu].T
+        D2 *= -2
+        D2 += self.sq[ru][:, None]
+        D2 += self.sq[cu][None, :]
+        np.maximum(D2, 0, out=D2)
+        D2[ru[:, None] == cu[None, :]] = 0.0
+        return np.sqrt(D2, out=D2)
+
+    def unique_block(self, ru, cu):
+        if self.dense is not None:
+            return self.dense[np.ix_(ru, cu)]
+        return self._block(ru, cu)
+
+    def block(self, rows, cols):
+        """Distances between member positions ``rows`` and ``cols``."""
+        ru, r_inv = np.unique(self.inv[rows], return_inverse=True)
+        cu, c_inv = np.unique(self.inv[cols], return_inverse=True)
+        return self.unique_block(ru, cu)[np.ix_(r_inv.reshape(-1), c_inv.reshape(-1))]
+
+    def mean_to(self, kept):
+        """Mean distance of every member to the members at positions ``kept``."""
+        w = np.bincount(self.inv[kept], minlength=len(self.U)).astype(np.float64)
+        if self.dense is not None:
+            per_u = self.dense @ w
+        else:
+            per_u = np.empty(len(self.U))
+            cols = np.flatnonzero(w)
+            step = max(1, BLOCK_BYTES // (8 * max(1, cols.size)))
+            for s in range(0, len(self.U), step):
+                ru = np.arange(s, min(s + step, len(self.U)))
+                per_u[s : s + step] = self._block(ru, cols) @ w[cols]
+        return per_u[self.inv] / len(kept)
+
+
+def _denoise(dist, core_pos, n, *, n_neighbors, ring_fraction, removal_fraction):
+    """Expansion-order denoising of one cluster; returns the kept mask over members.
+
+    ``dist`` is the cluster's :class:`_ClusterDistances`, members in ascending global
+    index order, the core at position ``core_pos``.
+    """
+    kept = np.ones(n, dtype=bool)
+    if n < SMALL_CLUSTER:
+        return kept
+    m = max(1, int(n * ring_fraction))
+    positions = np.arange(n)
+    d_core = dist.block(np.array([core_pos]), positions)[0]
+    by_dist = np.lexsort((positions, d_core))
+    first_ring = np.concatenate([[core_pos], by_dist[by_dist != core_pos][: m - 1]])
+    order = [first_ring]
+    n_rings = int(n / m)
+    added = np.zeros(n, dtype=bool)
+    added[first_ring] = True
+    rest = np.flatnonzero(~added)  # ascending, so a stable sort breaks ties by index
+    buf = dist.block(rest, first_ring) if n_rings >= 2 else None
+    if buf is not None and buf.shape[1] > n_neighbors:
+        buf = np.partition(buf, n_neighbors - 1, axis=1)[:, :n_neighbors]
+    for ring in range(2, n_rings + 1):
+        # rho: mean of the k smallest distances to the members added so far, computed
+        # on the sorted values exactly as ``np.mean(np.sort(D[i, added])[:k])``
+        rho = np.mean(np.sort(buf, axis=1), axis=1)
+        pick = np.argsort(rho, kind="stable")[:m]
+        new = rest[pick]
+        order.append(new)
+        stay = np.ones(rest.size, dtype=bool)
+        stay[pick] = False
+        rest, buf = rest[stay], buf[stay]
+        if ring < n_rings and rest.size:
+            buf = np.concatenate([buf, dist.block(rest, new)], axis=1)
+            if buf.shape[1] > n_neighbors:
+                buf = np.partition(buf, n_neighbors - 1, axis=1)[:, :n_neighbors]
+    order = np.concatenate(order)
+    # the core is the first of the order and is always kept (max(1, ...)): every
+    # cluster keeps at least its core, so every cluster can contribute its core
+    n_keep = max(1, int(len(order) * (1 - removal_fraction)))
+    kept[:] = False
+    kept[order[:n_keep]] = True
+    return kept
+
+
+# -- stage 3: allocation and greedy selection ----------------------------------------------
+def _allocate(sizes, budget):
+    """One pick per cluster, the rest by largest remainder (exact integers), capped."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    b = np.ones(len(sizes), dtype=np.int64)
+    R = int(budget) - len(sizes)
+    while R > 0:
+        open_ = np.flatnonzero(b < sizes)
+        if open_.size == 0:
+            break
+        s = sizes[open_]
+        S = int(s.sum())
+        share = (R * s) // S
+        frac = (R * s) % S
+        n_extra = R - int(share.sum())
+        if n_extra:
+            share[np.lexsort((open_, -frac))[:n_extra]] += 1
+        new = np.minimum(b[open_] + share, s)
+        R -= int((new - b[open_]).sum())
+        b[open_] = new
+    return b.astype(np.intp)
+
+
+def _smallest_by_value_then_index(values, count):
+    """Positions of the ``count`` smallest ``values``, ties by position (O(n))."""
+    if count <= 0:
+        return np.empty(0, dtype=np.intp)
+    if count >= values.size:
+        return np.arange(values.size)
+    v = np.partition(values, count - 1)[count - 1]
+    below = np.flatnonzero(values < v)
+    equal = np.flatnonzero(values == v)
+    return np.concatenate([below, equal[: count - below.size]])
+
+
+def _select_cluster(F, core, kept, b, *, d_in, d_out, opponents, K, opponent_penalty):
+    """Greedy boundary selection inside one cluster (global indices); the core first."""
+    sel = [int(core)]
+    if b <= 1:
+        return sel
+    r = int(len(kept) / b)
+    X = F[kept].astype(np.float64)
+    alive = np.ones(len(kept), dtype=bool)
+    pos = {int(g): p for p, g in enumerate(kept)}
+    pen = np.ones(K)
+    din, dout, opp = d_in[kept], d_out[kept], opponents[kept]
+    denom = np.maximum(dout, din)
+    while len(sel) < b:
+        node = sel[-1]
+        alive[pos[node]] = False
+        cand = np.flatnonzero(alive)
+        dn = _exact_dist(X[cand], X[pos[node]])
+        drop = _smallest_by_value_then_index(dn, r - 1)
+        if drop.size:
+            alive[cand[drop]] = False
+            keep = np.ones(cand.size, dtype=bool)
+            keep[drop] = False
+            cand, dn = cand[keep], dn[keep]
+        if node != core and K > 1:
+            pen[opp[pos[node]]] *= opponent_penalty
+        if K > 1:
+            score = (dout[cand] * pen[opp[cand]] - din[cand]) / denom[cand]
+        else:
+            score = np.ones(cand.size)
+        tied = np.flatnonzero(score == score.min())
+        if tied.size > 1:  # ties: closest to node, then lowest index (cand is ascending)
+            tied = tied[dn[tied] == dn[tied].min()]
+        sel.append(int(kept[cand[tied[0]]]))
+    return sel
+
+
+def _kcenter_cores(F, cores, budget):
+    """k-centre subset of the cores: the lowest core index first, then farthest-first."""
+    C = F[cores].astype(np.float64)
+    C -= C.mean(axis=0)
+    sq = np.einsum("ij,ij->i", C, C)
+    picks = [0]
+    min_d = np.full(len(cores), np.inf)
+    for _ in range(budget - 1):
+        last = picks[-1]
+        row = np.sqrt(np.maximum(sq + sq[last] - 2 * (C @ C[last]), 0))
+        np.minimum(min_d, row, out=min_d)
+        min_d[picks] = -1.0
+        picks.append(int(np.argmax(min_d)))  # first maximum: lowest index
+    return np.asarray(cores)[picks]
+
+
+# -- the selector -----------------------------------------------------------------------------
+class BiLAFSelector(BaseSelector):
+    """BiLAF: cold-start selection of core samples, then denoised boundary samples.
+
+    Needs no labels and no fitted model. Four stages (ALGORITHMS.md section 5):
+
+    0. **cores**: ``K`` core samples for global diversity (ActiveFT by default); every
+       sample joins the cluster of its nearest core;
+    1. **denoising**: each cluster is grown in rings from its core by density distance
+       (mean distance to the ``n_neighbors`` nearest members added so far); the last
+       ``removal_fraction`` of that order (and the members no ring reached) are removed
+       as outliers and are never selected;
+    2. **boundary score** of every sample, ``BS = (d_out - d_in) / max(d_out, d_in)`` with
+       ``d_in`` its mean distance to its (denoised) cluster and ``d_out`` its distance to
+       the nearest other core; lower means closer to a decision boundary;
+    3. **selection**: the budget ``B`` (which counts the cores) is shared between
+       clusters in proportion to their denoised sizes; each cluster starts from its core
+       and repeatedly skips the ``r - 1`` candidates nearest the last pick (spreading the
+       picks) and takes the lowest boundary score, penalising opponents already faced
+       (``d_out`` multiplied by ``opponent_penalty`` per earlier pick facing that cluster).
+
+    Distances are Euclidean on the raw features (or the classifier's embeddings, see
+    :func:`peal_sk.base.get_embeddings`); ActiveFT normalises internally.
+
+    Parameters
+    ----------
+    n_cores : int or float, default=0.005
+        Number of cores ``K``: an int ``>= 1``, or a fraction of the pool in ``(0, 1]``
+        (``K = max(1, round(n_cores * n_pool))``). The paper uses 0.1-0.5 % of the pool.
+        Ignored when ``core_indices`` is given.
+    core_indices : array-like of int, default=None
+        Use these pool indices as cores instead of running ``core_selector``.
+    core_selector : {"activeft", "kcenter", "kmeans"} or selector, default="activeft"
+        How cores are chosen: :class:`ActiveFTSelector`, k-centre greedy from a random
+        start (:class:`KCenterSelector`), :class:`KMeansSelector`, or any object with
+        ``select(X, n_instances)`` (cloned; seeded from ``random_state`` when its own is
+        None), or a modAL query function ``fn(None, X, n_instances)``.
+    n_neighbors : int, default=10
+        ``k`` of the density distance.
+    ring_fraction : float, default=0.1
+        ``P_in``: each ring adds ``m = max(1, int(n_j * ring_fraction))`` members.
+    removal_fraction : float, default=0.1
+        ``P_rm``: fraction of the expansion order removed as noise, in ``[0, 1)``.
+    opponent_penalty : float, default=1.1
+        ``delta``: multiplies the penalty of an opponent cluster each time a pick faces it.
+    random_state : int, Generator or None, default=None
+        Seeds the core selector.
+
+    Attributes
+    ----------
+    cores_ : ndarray of shape (K,), dtype=np.intp
+        Core indices, ascending (duplicated feature rows dropped).
+    labels_ : ndarray of shape (n_pool,), dtype=np.intp
+        Cluster (index into ``cores_``) of every sample.
+    removed_ : ndarray of shape (n_pool,), dtype=bool
+        Samples removed by denoising.
+    boundary_scores_ : ndarray of shape (n_pool,), dtype=float64
+        Unpenalised boundary score of every sample (removed ones included, against their
+        cluster's kept members); 1.0 for every sample when ``K == 1``.
+    opponents_ : ndarray of shape (n_pool,), dtype=np.intp
+        Cluster of each sample's nearest other core (-1 when ``K == 1``).
+    allocation_ : ndarray of shape (K,), dtype=np.intp
+        Picks per cluster (when ``n_instances < K``: 1 for the chosen cores, else 0).
+    timings_ : dict
+        Seconds spent in each stage: ``cores``, ``assign``, ``denoise``, ``boundary``,
+        ``select``.
+
+    Notes
+    -----
+    Decisions where the specification or the official code leave room (all tested
+    against ``tests/_bilaf_reference.py``):
+
+    * cores are sorted ascending and a core whose feature row equals an earlier core's
+      is dropped, so ``len(cores_)`` can be smaller than ``K``; a core always lies in its
+      own cluster;
+    * denoising: ring 1 is the core then the ``m - 1`` members nearest it (ties by
+      index); rings ``2 .. int(n_j / m)`` follow; the first
+      ``max(1, int(len(order) * (1 - removal_fraction)))`` of the order are kept, so the
+      core is never removed; the ``n_j mod m`` members no ring reached are removed;
+    * the official code averages ``D[i][positions]`` with cluster positions used as
+      sample indices; here ``rho(i) = mean(sort(D[i, added])[:k])`` as intended;
+    * allocation: one pick per cluster, the remaining ``B - K`` by largest remainder in
+      exact integers (ties to the lower cluster), capped at the cluster's kept size with
+      the overflow redistributed: never more picks than members, never zero (both happen
+      in the official code);
+    * ``B < K``: a k-centre subset of the cores, starting from the lowest core index;
+    * ``B`` larger than the number of kept samples: the removed samples top the
+      selection up, nearest to their own core first.
+
+    The returned order is cluster by cluster (core first), then the top-up; the scores
+    returned with it are the boundary scores.
+
+    See Also
+    --------
+    bilaf_sampling : The modAL function form.
+    ActiveFTSelector : The default core selector.
+
+    References
+    ----------
+    Lu et al., "Boundary Matters: A Bi-Level Active Finetuning Method", NeurIPS 2024.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peal_sk.selection import BiLAFSelector
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(loc=c, size=(100, 2)) for c in (-4, 0, 4)])
+    >>> sel = BiLAFSelector(n_cores=3, core_selector="kcenter", random_state=0)
+    >>> idx = sel.select(X, 12)
+    >>> idx.shape, len(sel.cores_), int(sel.allocation_.sum())
+    ((12,), 3, 12)
+    >>> bool(np.isin(sel.cores_, idx).all())
+    True
+    """
+
+    _parameter_constraints = {
+        "n_cores": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(RealNotInt, 0, 1, closed="right"),
+        ],
+        "core_indices": ["array-like", None],
+        "core_selector": [
+            StrOptions({"activeft", "kcenter", "kmeans"}),
+            HasMethods(["select"]),
+            callable,
+        ],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "ring_fraction": [Interval(Real, 0, 1, closed="both")],
+        "removal_fraction": [Interval(Real, 0, 1, closed="left")],
+        "opponent_penalty": [Interval(Real, 0, None, closed="neither")],
+        "random_state": ["random_state", np.random.Generator],
+    }
+    _greater_is_better = False
+
+    def __init__(
+        self,
+        n_cores=0.005,
+        *,
+        core_indices=None,
+        core_selector="activeft",
+        n_neighbors=10,
+        ring_fraction=0.1,
+        removal_fraction=0.1,
+        opponent_penalty=1.1,
+        random_state=None,
+    ):
+        self.n_cores = n_cores
+        self.core_indices = core_indices
+        self.core_selector = core_selector
+        self.n_neighbors = n_neighbors
+        self.ring_fraction = ring_fraction
+        self.removal_fraction = removal_fraction
+        self.opponent_penalty = opponent_penalty
+        self.random_state = random_state
+
+    # -- validation before any expensive work ---------------------------------------------
+    def _check_context(self, ctx):
+        n = ctx.n_pool
+        if self.core_indices is not None:
+            self._validated_core_indices(n)
+        elif isinstance(self.n_cores, Integral) and self.n_cores > n:
+            raise ValueError(f"n_cores={self.n_cores} is larger than the pool size n_pool={n}.")
+
+    def _validated_core_indices(self, n):
+        arr = np.asarray(self.core_indices)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(
+                "core_indices must be a non-empty 1-D array of pool indices; got shape "
+                f"{arr.shape}."
+            )
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"core_indices must be integers; got dtype {arr.dtype}.")
+        if arr.min() < 0 or arr.max() >= n:
+            raise ValueError(
+                f"core_indices must lie in [0, {n}) for a pool of {n} samples; got values "
+                f"from {arr.min()} to {arr.max()}."
+            )
+        if np.unique(arr).size != arr.size:
+            raise ValueError("core_indices must not contain duplicates.")
+        return arr.astype(np.intp)
+
+    def _n_cores(self, n):
+        if isinstance(self.n_cores, Integral):
+            return int(self.n_cores)
+        return max(1, int(round(self.n_cores * n)))
+
+    # -- stages ---------------------------------------------------------------------------
+    def _choose_cores(self, F, rng):
+        if self.core_indices is not None:
+            return self._validated_core_indices(len(F))
+        K = self._n_cores(len(F))
+        seed = int(rng.integers(np.iinfo(np.int32).max))
+        spec = self.core_selector
+        if isinstance(spec, str):
+            from ._activeft import ActiveFTSelector
+            from ._feature_distance import KCenterSelector
+            from ._kmeans import KMeansSelector
+
+            cls = {
+                "activeft": ActiveFTSelector,
+                "kcenter": KCenterSelector,
+                "kmeans": KMeansSelector,
+            }[spec]
+            return cls(random_state=seed).select(F, K)
+        if hasattr(spec, "select"):
+            sel = clone(spec) if hasattr(spec, "get_params") else spec
+            if hasattr(sel, "get_params") and "random_state" in sel.get_params():
+                if sel.get_params()["random_state"] is None:
+                    sel.set_params(random_state=seed)
+            return np.asarray(sel.select(F, K), dtype=np.intp)
+        return np.asarray(spec(None, F, K)[0], dtype=np.intp)
+
+    def _prepare(self, ctx, rng):
+        """Stages 0-2; sets the fitted attributes that do not depend on the budget."""
+        F = ctx.pool_embeddings()
+        timings = {}
+        t0 = time.perf_counter()
+        cores = _dedup_cores(F, self._choose_cores(F, rng))
+        t1 = time.perf_counter()
+        labels, d_own, opponents, d_out = _assign(F, cores)
+        K = len(cores)
+        labels[cores] = np.arange(K)  # exact: a core is at distance 0 from itself
+        d_own[cores] = 0.0
+        t2 = time.perf_counter()
+        timings["cores"], timings["assign"] = t1 - t0, t2 - t1
+
+        n = len(F)
+        removed = np.zeros(n, dtype=bool)
+        d_in = np.empty(n)
+        order = np.argsort(labels, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=K))])
+        t_denoise = t_boundary = 0.0
+        for j in range(K):
+            members = order[starts[j] : starts[j + 1]]
+            ta = time.perf_counter()
+            core_pos = int(np.searchsorted(members, cores[j]))
+            Xj = F[np.concatenate([[cores[j]], members])].astype(np.float64)
+            dist = _ClusterDistances(Xj)
+            dist.inv = dist.inv[1:]  # row 0 was the core, repeated to centre on it
+            kept = _denoise(
+                dist,
+                core_pos,
+                len(members),
+                n_neighbors=self.n_neighbors,
+                ring_fraction=self.ring_fraction,
+                removal_fraction=self.removal_fraction,
+            )
+            tb = time.perf_counter()
+            removed[members[~kept]] = True
+            d_in[members] = dist.mean_to(np.flatnonzero(kept))
+            t_denoise += tb - ta
+            t_boundary += time.perf_counter() - tb
+        tb = time.perf_counter()
+        if K > 1:
+            bs = (d_out - d_in) / np.maximum(d_out, d_in)
+        else:
+            bs = np.ones(n)
+        timings["denoise"] = t_denoise
+        timings["boundary"] = t_boundary + time.perf_counter() - tb
+
+        self.cores_ = cores
+        self.labels_ = labels
+        self.removed_ = removed
+        self.boundary_scores_ = bs
+        self.opponents_ = opponents
+        self.timings_ = timings
+        return F, {"d_in": d_in, "d_out": d_out, "d_own": d_own}
+
+    def _score(self, ctx):
+        self._prepare(ctx, check_rng(self.random_state))
+        return self.boundary_scores_
+
+    def _query(self, ctx, n_instances, rng):
+        F, aux = self._prepare(ctx, rng)
+        t0 = time.perf_counter()
+        cores, labels, removed = self.cores_, self.labels_, self.removed_
+        K = len(cores)
+        B = n_instances
+        if B < K:
+            idx = _kcenter_cores(F, cores, B)
+            self.allocation_ = np.isin(cores, idx).astype(np.intp)
+        else:
+            kept_sizes = np.bincount(labels[~removed], minlength=K)
+            alloc = _allocate(kept_sizes, B)
+            self.allocation_ = alloc
+            order = np.argsort(labels, kind="stable")
+            kept_order = order[~removed[order]]
+            starts = np.concatenate([[0], np.cumsum(kept_sizes)])
+            parts = []
+            for j in range(K):
+                parts.append(
+                    _select_cluster(
+                        F,
+                        cores[j],
+                        kept_order[starts[j] : starts[j + 1]],
+                        int(alloc[j]),
+                        d_in=aux["d_in"],
+                        d_out=aux["d_out"],
+                        opponents=self.opponents_,
+                        K=K,
+                        opponent_penalty=self.opponent_penalty,
+                    )
+                )
+            idx = np.concatenate(parts).astype(np.intp)
+            n_top_up = B - idx.size
+            if n_top_up > 0:
+                gone = np.flatnonzero(removed)
+                gone = gone[np.lexsort((gone, aux["d_own"][gone]))]
+                idx = np.concatenate([idx, gone[:n_top_up]])
+        self.timings_["select"] = time.perf_counter() - t0
+        idx = np.asarray(idx, dtype=np.intp)
+        return idx, self.boundary_scores_[idx]
+
+
+def bilaf_sampling(
+    classifier,
+    X_pool,
+    n_instances=1,
+    *,
+    n_cores=0.005,
+    core_indices=None,
+    core_selector="activeft",
+    n_neighbors=10,
+    ring_fraction=0.1,
+    removal_fraction=0.1,
+    opponent_penalty=1.1,
+    random_state=None,
+):
+    """modAL query strategy: BiLAF core + boundary selection (see :class:`BiLAFSelector`).
+
+    Parameters
+    ----------
+    classifier : learner, estimator or None
+        Used only for embeddings (``transform``, or a Pipeline's steps before the final
+        estimator); with None or a plain classifier the features are ``X_pool`` itself.
+    X_pool : array-like of shape (n_pool, n_features)
+    n_instances : int, default=1
+        The budget ``B`` (counts the cores).
+    n_cores, core_indices, core_selector, n_neighbors, ring_fraction, removal_fraction, \
+opponent_penalty, random_state
+        See :class:`BiLAFSelector`.
+
+    Returns
+    -------
+    query_idx : ndarray of shape (n_instances,), dtype=np.intp
+        Cluster by cluster, each core first.
+    scores : ndarray of shape (n_instances,)
+        Boundary scores of the returned samples (lower: nearer a boundary).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peal_sk.selection import bilaf
+    >>> X = np.random.default_rng(0).normal(size=(300, 5))
+    >>> idx, scores = bilaf(None, X, 10, n_cores=2, core_selector="kcenter", random_state=0)
+    >>> idx.shape, scores.shape
+    ((10,), (10,))
+    """
+    selector = BiLAFSelector(
+        n_cores=n_cores,
+        core_indices=core_indices,
+        core_selector=core_selector,
+        n_neighbors=n_neighbors,
+        ring_fraction=ring_fraction,
+        removal_fraction=removal_fraction,
+        opponent_penalty=opponent_penalty,
+        random_state=random_state,
+    )
+    return selector(classifier, X_pool, n_instances)
+
+
+#: Short alias used in the README: ``ActiveLearner(..., query_strategy=bilaf)``.
+bilaf = bilaf_sampling

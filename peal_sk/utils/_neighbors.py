@@ -118,16 +118,24 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
     """
     n = X.shape[0]
     perm = rng.permutation(n)
-    Xp = np.ascontiguousarray(X[perm])
+    # centre the data: the norm expansion loses precision far from the origin; the mean
+    # is rounded to integers so that integer-valued data (exact ties) stay exact
+    origin = np.round(X.mean(axis=0, dtype=np.float64)).astype(X.dtype)
+    Xp = np.ascontiguousarray(X[perm] - origin)
+    if X_labeled is not None:
+        X_labeled = np.ascontiguousarray(X_labeled - origin.astype(X_labeled.dtype))
     sq = _sq_norms(Xp)
     n_lab = 0 if X_labeled is None else X_labeled.shape[0]
-    centers = np.empty((n_lab + n_instances, X.shape[1]), dtype=Xp.dtype)
+    # centres in float64: the pruning test compares centre-centre distances with radii
+    centers = np.empty((n_lab + n_instances, X.shape[1]), dtype=np.float64)
+    centers_sq = np.zeros(n_lab + n_instances)
     radius = np.zeros(n_lab + n_instances)
     picks = np.empty(n_instances, dtype=np.intp)
     pick_dist = np.empty(n_instances)
 
     if n_lab:
         centers[:n_lab] = X_labeled
+        centers_sq[:n_lab] = _sq_norms(centers[:n_lab])
         dist, assign = nearest_distances(Xp, X_labeled, backend=backend)
         mind2 = dist**2
         n_centers = n_lab
@@ -148,12 +156,17 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
         c = Xp[p]
         c_sq = float(sq[p])
         centers[n_centers] = c
+        centers_sq[n_centers] = float(centers[n_centers] @ centers[n_centers])
         if n_centers == 0:
             check = np.arange(n)
         else:
+            c64 = centers[n_centers]
             dc = np.sqrt(
                 np.maximum(
-                    _sq_norms(centers[:n_centers]) - 2 * centers[:n_centers] @ c + c_sq, 0
+                    centers_sq[:n_centers]
+                    - 2 * (centers[:n_centers] @ c64)
+                    + centers_sq[n_centers],
+                    0,
                 )
             )
             # conservative slack for floating-point error in the expansion
@@ -170,7 +183,7 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
         # every sample of a visited centre is in `check`, so their radii (and the new
         # centre's) are recomputed exactly from it
         if n_centers:
-            radius[: n_centers][active] = 0.0
+            radius[:n_centers][active] = 0.0
         radius[n_centers] = 0.0
         np.maximum.at(radius, assign[check], np.sqrt(np.maximum(mind2[check], 0)))
         n_centers += 1

@@ -2,7 +2,6 @@
 
 # SPDX-License-Identifier: BSD-3-Clause
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +9,7 @@ import scipy.sparse as sp
 
 from ..base import BaseSelector
 from ..selection._uncertainty import least_confident_sampling
-from ..utils._validation import check_rng, n_samples
+from ..utils._validation import accepts_keyword, check_rng, n_samples
 
 __all__ = ["ActiveLearner", "QueryRecord"]
 
@@ -61,6 +60,17 @@ def stack_rows(a, b):
     if _is_pandas(a) or _is_pandas(b):
         import pandas as pd
 
+        if type(a) is not type(b):
+            raise TypeError(
+                f"New samples of type {type(b).__name__} cannot be added to training "
+                f"samples of type {type(a).__name__}; pass the same kind (e.g. both "
+                "DataFrames with the same columns)."
+            )
+        if hasattr(a, "columns") and not a.columns.equals(b.columns):
+            raise ValueError(
+                f"New samples have columns {list(b.columns)} but the training samples "
+                f"have {list(a.columns)}; they must match (pandas would fill NaN)."
+            )
         return pd.concat([a, b])
     if sp.issparse(a) or sp.issparse(b):
         return sp.vstack([a, b], format="csr")
@@ -82,13 +92,7 @@ def _strategy_name(strategy):
 
 
 def _accepts_random_state(strategy):
-    if isinstance(strategy, BaseSelector):
-        return True
-    try:
-        params = inspect.signature(strategy).parameters
-    except (TypeError, ValueError):
-        return False
-    return "random_state" in params
+    return isinstance(strategy, BaseSelector) or accepts_keyword(strategy, "random_state")
 
 
 class ActiveLearner:
@@ -270,14 +274,27 @@ class ActiveLearner:
                 f"query_strategy {_strategy_name(strategy)} returned indices of dtype "
                 f"{query_idx.dtype}; expected integers."
             )
+        name = _strategy_name(strategy)
+        if query_idx.ndim > 1:
+            raise ValueError(
+                f"query_strategy {name} returned indices of shape {query_idx.shape}; "
+                "expected a 1-D array."
+            )
         query_idx = query_idx.astype(np.intp, copy=False).reshape(-1)
         if query_idx.size and (query_idx.min() < 0 or query_idx.max() >= n_pool):
+            raise ValueError(f"query_strategy {name} returned indices outside [0, {n_pool}).")
+        if np.unique(query_idx).size != query_idx.size:
             raise ValueError(
-                f"query_strategy {_strategy_name(strategy)} returned indices outside "
-                f"[0, {n_pool})."
+                f"query_strategy {name} returned duplicate indices {query_idx.tolist()}; "
+                "each sample can be queried once."
             )
         if scores is not None:
             scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+            if scores.size != query_idx.size:
+                raise ValueError(
+                    f"query_strategy {name} returned {query_idx.size} indices but "
+                    f"{scores.size} scores; they must have the same length."
+                )
         self.history_.append(
             QueryRecord(
                 cycle=len(self.history_),

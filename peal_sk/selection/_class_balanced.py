@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.utils._param_validation import HasMethods, Interval
 
 from ..base import BaseSelector
-from ..utils._validation import check_rng
+from ..utils._validation import accepts_keyword, check_rng
 
 __all__ = ["ClassBalancedSelector", "class_balanced_picks", "class_balanced_sampling"]
 
@@ -111,7 +111,7 @@ class ClassBalancedSelector(BaseSelector):
     _parameter_constraints = {
         "base": [HasMethods(["select"]), callable],
         "gamma": [Interval(Real, 0, 1, closed="right")],
-        "random_state": ["random_state"],
+        "random_state": ["random_state", np.random.Generator],
     }
 
     def __init__(self, base, *, gamma=0.1, random_state=None):
@@ -136,7 +136,19 @@ class ClassBalancedSelector(BaseSelector):
             base_rng = rng if self.base.random_state is None else check_rng(self.base.random_state)
             cand, cand_scores = self.base._query(ctx, n_cand, base_rng)
         else:
-            cand, cand_scores = self.base(ctx.classifier, ctx.X_pool, n_instances=n_cand)
+            # a modAL function: seed it from our rng, and pass the labelled data when it
+            # takes them, so every random choice flows from random_state
+            kwargs = {}
+            if accepts_keyword(self.base, "random_state"):
+                kwargs["random_state"] = int(rng.integers(np.iinfo(np.uint32).max))
+            if ctx.X_labeled is not None:
+                for key, value in (("X_labeled", ctx.X_labeled), ("y_labeled", ctx.y_labeled)):
+                    if accepts_keyword(self.base, key):
+                        kwargs[key] = value
+            result = self.base(ctx.classifier, ctx.X_pool, n_instances=n_cand, **kwargs)
+            cand, cand_scores = result if isinstance(result, tuple) else (result, None)
+            if cand_scores is None:
+                cand_scores = np.zeros(len(cand))
         cand = np.asarray(cand, dtype=np.intp)
         cand_scores = np.asarray(cand_scores, dtype=np.float64)
         y_pred = ctx.predicted_labels()

@@ -6,6 +6,7 @@ message names the offending parameter and its value.
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import inspect
 from numbers import Integral
 
 import numpy as np
@@ -100,13 +101,9 @@ def check_proba(proba, n_pool, *, name="predict_proba(X_pool)"):
         raise TypeError(f"{name} must be numeric; got dtype {proba.dtype}.")
     proba = proba.astype(np.float64, copy=False)
     if proba.ndim != 2:
-        raise ValueError(
-            f"{name} must be 2-D (n_samples, n_classes); got shape {proba.shape}."
-        )
+        raise ValueError(f"{name} must be 2-D (n_samples, n_classes); got shape {proba.shape}.")
     if proba.shape[0] != n_pool:
-        raise ValueError(
-            f"{name} has {proba.shape[0]} rows but X_pool has {n_pool} samples."
-        )
+        raise ValueError(f"{name} has {proba.shape[0]} rows but X_pool has {n_pool} samples.")
     if proba.shape[1] == 0:
         raise ValueError(f"{name} has 0 columns (no classes).")
     if not np.isfinite(proba).all():
@@ -145,4 +142,21 @@ def check_rng(random_state):
     raise TypeError(
         "random_state must be None, an int, a numpy Generator or RandomState; got "
         f"{random_state!r}."
+    )
+
+
+def accepts_keyword(func, name):
+    """Whether ``func`` takes a keyword argument called ``name`` by that name.
+
+    ``**kwargs`` does not count: modAL's strategies forward their ``**kwargs`` to
+    ``predict_proba``, which would fail on an unexpected ``random_state``.
+    """
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    param = params.get(name)
+    return param is not None and param.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
     )

@@ -114,8 +114,7 @@ class QueryContext:
             )
         if not hasattr(est, "predict_proba") or not hasattr(self.classifier, "predict_proba"):
             raise TypeError(
-                f"{strategy} needs an estimator with predict_proba; "
-                f"{type(est).__name__} has none."
+                f"{strategy} needs an estimator with predict_proba; {type(est).__name__} has none."
             )
 
     def proba(self):
@@ -185,7 +184,7 @@ class BaseSelector(BaseEstimator):
     :func:`peal_sk.utils.estimator_checks.check_selector`.
     """
 
-    _parameter_constraints: dict = {"random_state": ["random_state"]}
+    _parameter_constraints: dict = {"random_state": ["random_state", np.random.Generator]}
     #: whether a larger ``score_samples`` value means a more informative sample
     _greater_is_better = True
 
@@ -202,6 +201,8 @@ class BaseSelector(BaseEstimator):
         self : object
         """
         self._validate_params()
+        if X_labeled is not None and y_labeled is None:
+            raise ValueError("X_labeled was given without y_labeled; pass both.")
         if X_labeled is not None and y_labeled is not None:
             n_x, n_y = n_samples(X_labeled, name="X_labeled"), len(y_labeled)
             if n_x != n_y:
@@ -286,9 +287,7 @@ class BaseSelector(BaseEstimator):
         if X_labeled is None and y_labeled is None:
             X_labeled = getattr(self, "X_labeled_", None)
             y_labeled = getattr(self, "y_labeled_", None)
-        return QueryContext(
-            X_pool, classifier=classifier, X_labeled=X_labeled, y_labeled=y_labeled
-        )
+        return QueryContext(X_pool, classifier=classifier, X_labeled=X_labeled, y_labeled=y_labeled)
 
     def _run(self, classifier, X_pool, n_instances, X_labeled, y_labeled, random_state):
         self._validate_params()

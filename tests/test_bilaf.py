@@ -523,7 +523,8 @@ def test_fraction_of_cores():
 def expected_kmeans(F, B, random_state):
     from sklearn.cluster import KMeans
 
-    centres = KMeans(n_clusters=B, random_state=random_state).fit(F).cluster_centers_
+    seed = int(np.random.default_rng(random_state).integers(np.iinfo(np.int32).max))
+    centres = KMeans(n_clusters=B, random_state=seed).fit(F).cluster_centers_
     D = cdist(centres, F)
     taken = []
     for j in range(B):

@@ -267,6 +267,10 @@ def activeft_select(
     else:
         start = rng.choice(n, size=n_cores, replace=False)
     c = f[start].astype(np.float64)
+    # an all-zero sample has no direction: start its centroid from a seeded random one
+    zero = np.linalg.norm(c, axis=1) == 0
+    if zero.any():
+        c[zero] = _normalize(rng.normal(size=(int(zero.sum()), c.shape[1])))
     batch = n if batch_size == "auto" and n <= 65536 else batch_size
     batch = 65536 if batch == "auto" else min(int(batch), n)
     full = batch >= n
@@ -377,7 +381,7 @@ class ActiveFTSelector(BaseSelector):
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "init": [StrOptions({"random", "kcenter"})],
-        "random_state": ["random_state"],
+        "random_state": ["random_state", np.random.Generator],
     }
 
     def __init__(

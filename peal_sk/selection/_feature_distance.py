@@ -141,7 +141,7 @@ class FeatureDistanceSelector(BaseSelector):
         "mode": [StrOptions(set(_MODES))],
         "unknown": [StrOptions(set(_UNKNOWN))],
         "backend": [StrOptions({"auto", "faiss", "numpy"})],
-        "random_state": ["random_state"],
+        "random_state": ["random_state", np.random.Generator],
     }
 
     def __init__(self, mode="class_mean", *, unknown="last", backend="auto", random_state=None):
@@ -232,7 +232,7 @@ class KCenterSelector(BaseSelector):
 
     _parameter_constraints = {
         "backend": [StrOptions({"auto", "faiss", "numpy"})],
-        "random_state": ["random_state"],
+        "random_state": ["random_state", np.random.Generator],
     }
 
     def __init__(self, *, backend="auto", random_state=None):

@@ -4,6 +4,7 @@
 
 from numbers import Integral
 
+import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import BaseSelector
@@ -62,7 +63,7 @@ class HybridSelector(BaseSelector):
         "uncertainty": [StrOptions(set(_UNCERTAINTY))],
         "candidate_factor": [Interval(Integral, 1, None, closed="left")],
         "backend": [StrOptions({"auto", "faiss", "numpy"})],
-        "random_state": ["random_state"],
+        "random_state": ["random_state", np.random.Generator],
     }
 
     def __init__(

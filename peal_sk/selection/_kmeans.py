@@ -62,7 +62,7 @@ class KMeansSelector(BaseSelector):
     max_iter : int, default=300
         Passed to :class:`sklearn.cluster.KMeans`.
     random_state : int, Generator or None, default=None
-        An int is passed to KMeans unchanged; a Generator or None draws one.
+        Seeds the KMeans ``random_state`` (an int drawn from this generator).
 
     Attributes
     ----------
@@ -95,9 +95,9 @@ class KMeansSelector(BaseSelector):
 
     def _query(self, ctx, n_instances, rng):
         F = ctx.pool_embeddings()
-        seed = self.random_state
-        if not isinstance(seed, Integral):
-            seed = int(rng.integers(np.iinfo(np.int32).max))
+        # drawn from rng (not random_state itself) so that selector(..., random_state=s)
+        # and KMeansSelector(random_state=s) agree, as for every selector
+        seed = int(rng.integers(np.iinfo(np.int32).max))
         km = KMeans(
             n_clusters=n_instances, n_init=self.n_init, max_iter=self.max_iter, random_state=seed
         ).fit(F)

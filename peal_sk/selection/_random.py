@@ -31,7 +31,7 @@ class RandomSelector(BaseSelector):
     3
     """
 
-    _parameter_constraints = {"random_state": ["random_state"]}
+    _parameter_constraints = {"random_state": ["random_state", np.random.Generator]}
 
     def __init__(self, *, random_state=None):
         self.random_state = random_state

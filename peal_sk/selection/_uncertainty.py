@@ -99,7 +99,7 @@ def least_confident_scores(proba):
 class _UncertaintySelector(BaseSelector):
     """Top-k of an uncertainty score of ``classifier.predict_proba(X_pool)``."""
 
-    _parameter_constraints = {"random_state": ["random_state"]}
+    _parameter_constraints = {"random_state": ["random_state", np.random.Generator]}
     _score_fn = None
     _name = ""
 

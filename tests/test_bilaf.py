@@ -558,3 +558,41 @@ def test_kmeans_selector_duplicates_take_distinct_samples():
     # more centres than distinct points: still B distinct samples
     idx = KMeansSelector(random_state=0).select(F, 4)
     assert np.unique(idx).size == 4
+
+
+def test_far_from_origin_matches_reference():
+    """Features offset far from the origin take the shifted float64 path."""
+    rng = np.random.default_rng(21)
+    F = make_features(rng, "blobs", 150, 6) + 1e4
+    cores = rng.choice(150, size=5, replace=False)
+    check_pool(F, cores)
+    check_pool(F.astype(np.float32), cores)
+
+
+@pytest.mark.parametrize("n, d", [(2, 1), (10, 3), (37, 16), (300, 64), (513, 384)])
+def test_cluster_distance_matrix(n, d):
+    """Distances equal cdist's to rounding; duplicated rows get identical ones."""
+    from peal_sk.selection._bilaf import _ClusterDistances
+
+    X = np.random.default_rng(n).normal(size=(n, d)).astype(np.float32).astype(np.float64)
+    dist = _ClusterDistances(X.copy(), 0)
+    assert_allclose(dist.D, cdist(X, X), rtol=1e-9, atol=1e-9)
+    X[n // 2] = X[0]  # with a duplicate: expanded from the distinct rows
+    dist = _ClusterDistances(X.copy(), 0)
+    assert_array_equal(dist.D[:, 0], dist.D[:, n // 2])
+    assert dist.D[0, n // 2] == 0.0
+    assert_allclose(dist.D, cdist(X, X), rtol=1e-9, atol=1e-9)
+
+
+def test_giant_cluster_path_matches_reference(monkeypatch):
+    """Clusters above _DENSE_MAX distinct rows compute their distances block by block."""
+    import peal_sk.selection._bilaf as bilaf_module
+
+    monkeypatch.setattr(bilaf_module, "_DENSE_MAX", 20)
+    F, cores = random_pool(5)
+    check_pool(F, cores)
+    rng = np.random.default_rng(22)
+    base = rng.normal(size=(40, 3))
+    F = base[rng.permutation(np.repeat(np.arange(40), 3))]
+    _, first = np.unique(F, axis=0, return_index=True)
+    check_pool(F, rng.choice(first, size=2, replace=False))

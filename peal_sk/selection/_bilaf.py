@@ -23,6 +23,7 @@ Where the time goes and how it is kept down:
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import functools
 import time
 from numbers import Integral, Real
 
@@ -42,18 +43,10 @@ SMALL_CLUSTER = 10
 #: Clusters with more distinct rows than this compute their distances block by block
 #: instead of holding the full (distinct x distinct) float64 matrix (4096^2 x 8 B = 128 MiB).
 _DENSE_MAX = 4096
-#: Nearest cores screened in float32 before the exact float64 check.
-_SCREEN = 4
 _EPS32 = 2.0**-24
 
 
 # -- stage 0: cores and clusters -----------------------------------------------------------
-def _exact_dist(A, B):
-    """Row-wise Euclidean distance of two (n, d) float64 arrays, by direct differences."""
-    diff = A - B
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
-
-
 def _dedup_cores(F, cores):
     """Sorted cores, dropping a core whose feature row equals an earlier kept core's."""
     cores = np.sort(np.asarray(cores, dtype=np.intp))
@@ -68,98 +61,148 @@ def _assign(F, cores):
     -------
     labels : ndarray of np.intp
     d_own : ndarray of float64
-        Exact distance to the own core.
+        Distance to the own core.
     opponents : ndarray of np.intp
         Cluster index of the nearest other core (-1 when ``K == 1``).
     d_out : ndarray of float64
-        Exact distance to that core (inf when ``K == 1``).
+        Distance to that core (inf when ``K == 1``).
+
+    Notes
+    -----
+    A float32 GEMM screens all cores; when the second-nearest core is separated from the
+    third by more than twice a bound on the float32 error, the two nearest are certain
+    and their distances are recomputed in float64 (products of float32 values are exact
+    in float64). Other rows are done in float64 against every core. The data are shifted
+    by their rounded mean, which keeps integer-valued features (exact ties) exact.
     """
     n, d = F.shape
     K = len(cores)
-    C = F[cores].astype(np.float64)
+    origin = np.round(F.mean(axis=0, dtype=np.float64))
+    C = F[cores].astype(np.float64) - origin
+    c_sq = np.einsum("ij,ij->i", C, C)
     labels = np.zeros(n, dtype=np.intp)
     opponents = np.full(n, -1, dtype=np.intp)
     d_own = np.empty(n)
     d_out = np.full(n, np.inf)
-    step = max(1, min(BLOCK_BYTES // (4 * K), BLOCK_BYTES // (8 * d)))
+    # small blocks: temporaries stay below malloc's mmap threshold and are reused
+    step = max(1, min(2048, BLOCK_BYTES // (4 * K)))
     if K == 1:
         for s in range(0, n, step):
-            X = F[s : s + step].astype(np.float64)
-            d_own[s : s + step] = _exact_dist(X, C[0])
+            X = F[s : s + step].astype(np.float64) - origin
+            d2 = np.einsum("ij,ij->i", X, X) - 2 * (X @ C[0]) + c_sq[0]
+            d_own[s : s + step] = np.sqrt(np.maximum(d2, 0))
         return labels, d_own, opponents, d_out
 
-    screen = K > _SCREEN
-    if screen:
-        mu = C.mean(axis=0)
-        C32 = (C - mu).astype(np.float32)
-        c_sq = np.einsum("ij,ij->i", C32, C32, dtype=np.float64)
-        c_sq_max = float(c_sq.max())
-        c_sq32 = c_sq.astype(np.float32)
-    all_cores = np.arange(K)
+    C32 = C.astype(np.float32)
+    c_sq32 = c_sq.astype(np.float32)
+    c_sq_max = float(c_sq.max())
+    # the float64 recomputation works on the raw features when the data lie near the
+    # origin relative to their spread (products of float32 values are exact in float64, so no float64 copy of
+    # the data is needed), else on float64 features shifted by the rounded mean
+    shifted = float(origin @ origin) > float(c_sq.mean())  # shifting gains > 2x in norm
+    Cr = C if shifted else F[cores]
+    cr_sq = np.einsum("ij,ij->i", Cr, Cr, dtype=np.float64)
+    Cr64 = Cr.astype(np.float64)
+    origin_f = origin.astype(F.dtype)
     for s in range(0, n, step):
-        X = F[s : s + step].astype(np.float64)
-        rows = X.shape[0]
-        if screen:
-            X32 = (X - mu).astype(np.float32)
-            x_sq = np.einsum("ij,ij->i", X32, X32, dtype=np.float64)
-            D2 = X32 @ C32.T
-            D2 *= -2
-            D2 += x_sq.astype(np.float32)[:, None]
-            D2 += c_sq32[None, :]
-            part = np.argpartition(D2, _SCREEN, axis=1)[:, : _SCREEN + 1]
-            vals = np.take_along_axis(D2, part, axis=1).astype(np.float64)
-            o = np.argsort(vals, axis=1)
-            part = np.take_along_axis(part, o, axis=1)
-            vals = np.take_along_axis(vals, o, axis=1)
-            # bound on |float32 squared distance - exact| (GEMM, norms, casts)
-            tol = 2.0 * (d + 10) * _EPS32 * (x_sq + c_sq_max)
-            ok = vals[:, _SCREEN] > vals[:, 1] + 2.0 * tol
-            cand = part[:, :_SCREEN]
-        else:
-            ok = np.ones(rows, dtype=bool)
-            cand = np.broadcast_to(all_cores, (rows, K))
-        dist = np.empty(cand.shape)
-        ok_rows = np.flatnonzero(ok)
-        for t in range(cand.shape[1]):
-            dist[ok_rows, t] = _exact_dist(X[ok_rows], C[cand[ok_rows, t]])
-        lab = np.empty(rows, dtype=np.intp)
-        opp = np.empty(rows, dtype=np.intp)
-        dn = np.empty(rows)
-        do = np.empty(rows)
-        if ok_rows.size:
-            c_ok, d_ok = cand[ok_rows], dist[ok_rows]
-            o = np.lexsort((c_ok, d_ok), axis=-1)[:, :2]
-            first = np.take_along_axis(c_ok, o, axis=1)
-            fd = np.take_along_axis(d_ok, o, axis=1)
-            lab[ok_rows], opp[ok_rows] = first[:, 0], first[:, 1]
-            dn[ok_rows], do[ok_rows] = fd[:, 0], fd[:, 1]
-        for i in np.flatnonzero(~ok):  # screening inconclusive: exact over all cores
-            full = _exact_dist(np.broadcast_to(X[i], C.shape), C)
-            o = np.lexsort((all_cores, full))[:2]
-            lab[i], opp[i] = o
-            dn[i], do[i] = full[o[0]], full[o[1]]
-        labels[s : s + rows], opponents[s : s + rows] = lab, opp
-        d_own[s : s + rows], d_out[s : s + rows] = dn, do
+        Xr = F[s : s + step].astype(np.float64) - origin if shifted else F[s : s + step]
+        rows = np.arange(Xr.shape[0])
+        X32 = Xr.astype(np.float32) if shifted else (Xr - origin_f).astype(np.float32)
+        x_sq32 = np.einsum("ij,ij->i", X32, X32)
+        D2 = X32 @ C32.T
+        D2 *= -2
+        D2 += x_sq32[:, None]
+        D2 += c_sq32[None, :]
+        j1 = np.argmin(D2, axis=1)
+        D2[rows, j1] = np.inf
+        j2 = np.argmin(D2, axis=1)
+        v2 = D2[rows, j2].astype(np.float64)
+        # bound on |float32 squared distance - exact| (GEMM, norms, the shift and casts)
+        tol = 2.0 * (d + 10) * _EPS32 * (1.01 * x_sq32.astype(np.float64) + c_sq_max)
+        ok = (D2 <= (v2 + 2.0 * tol)[:, None]).sum(axis=1) == 1  # only j2 near v2
+        pair = np.stack([j1, j2], axis=1)
+        xr_sq = np.einsum("ij,ij->i", Xr, Xr, dtype=np.float64)
+        exact = np.empty((len(rows), 2))
+        for t in range(2):
+            dot = np.einsum("ij,ij->i", Xr, Cr[pair[:, t]], dtype=np.float64)
+            exact[:, t] = xr_sq - 2 * dot + cr_sq[pair[:, t]]
+        for i in np.flatnonzero(~ok):  # screening inconclusive: float64 over all cores
+            full = xr_sq[i] - 2 * (Cr64 @ Xr[i].astype(np.float64)) + cr_sq
+            pair[i] = np.lexsort((np.arange(K), full))[:2]
+            exact[i] = full[pair[i]]
+        # order the two by (distance, cluster index)
+        swap = (exact[:, 1] < exact[:, 0]) | (
+            (exact[:, 1] == exact[:, 0]) & (pair[:, 1] < pair[:, 0])
+        )
+        pair[swap] = pair[swap][:, ::-1]
+        exact[swap] = exact[swap][:, ::-1]
+        exact = np.sqrt(np.maximum(exact, 0))
+        labels[s : s + step], opponents[s : s + step] = pair[:, 0], pair[:, 1]
+        d_own[s : s + step], d_out[s : s + step] = exact[:, 0], exact[:, 1]
     return labels, d_own, opponents, d_out
 
 
 # -- stages 1-2: denoising and d_in, per cluster -------------------------------------------
-class _ClusterDistances:
-    """Euclidean distances among one cluster's members, through its distinct rows.
+@functools.lru_cache(maxsize=8)
+def _projection(d):
+    return np.random.default_rng(0).uniform(0.5, 1.5, size=d)
 
-    Members with identical features share one distinct row, so their distances to
-    anything are bit-identical (ties then resolve by index, as the specification says).
+
+def _unique_rows(X, sq):
+    """Distinct rows ``U`` and ``inv`` with ``X == U[inv]`` (``U = X`` without duplicates).
+
+    ``sq`` holds the squared row norms. Duplicates are first ruled out with a random
+    projection: identical rows project to values within the rounding bound of each
+    other, so if all sorted projections are further apart than that bound there are
+    none; only otherwise are the rows compared exactly (by value: -0.0 equals 0.0).
+    """
+    n, d = X.shape
+    if n > 1:
+        v = _projection(d)
+        h = np.sort(X @ v)
+        bound = 4 * (d + 2) * np.finfo(np.float64).eps * np.sqrt(sq.max() * (v @ v))
+        if np.diff(h).min() > bound:
+            return X, np.arange(n)
+    Xz = np.ascontiguousarray(X + 0.0)  # + 0.0 turns -0.0 into 0.0
+    rows = Xz.view(np.dtype((np.void, Xz.dtype.itemsize * d))).ravel()
+    _, first, inv = np.unique(rows, return_index=True, return_inverse=True)
+    if first.size == n:  # no duplicates after all: keep the member order
+        return X, np.arange(n)
+    return X[first], inv.reshape(-1)
+
+
+class _ClusterDistances:
+    """Euclidean distances among one cluster's members (float64, Gram expansion).
+
+    Computed between the cluster's *distinct* rows, so members with identical features
+    get bit-identical distances to anything and the specification's ties (by index)
+    resolve as in the reference. The features are shifted to the core, which keeps the
+    expansion well conditioned and integer-valued data exact. Up to ``_DENSE_MAX``
+    distinct rows the full member x member matrix is held (``D``); larger clusters
+    compute blocks on demand.
     """
 
-    def __init__(self, X):
-        # centre on the first row (the core) to keep the Gram expansion well conditioned
-        X = X - X[0]
-        self.U, self.inv = np.unique(X, axis=0, return_inverse=True)
-        self.inv = self.inv.reshape(-1)
-        self.sq = np.einsum("ij,ij->i", self.U, self.U)
-        self.dense = None
+    def __init__(self, X, core_pos):
+        """``X``: the members' features as a float64 array this object may modify."""
+        X -= X[core_pos].copy()
+        self.n = X.shape[0]
+        sq = np.einsum("ij,ij->i", X, X)
+        self.U, self.inv = _unique_rows(X, sq)
+        self.sq = sq if self.U is X else sq[np.unique(self.inv, return_index=True)[1]]
+        self.D = None
         if len(self.U) <= _DENSE_MAX:
-            self.dense = self._block(np.arange(len(self.U)), np.arange(len(self.U)))
+            Du = self.U @ self.U.T
+            Du *= -2
+            Du += self.sq[:, None]
+            Du += self.sq[None, :]
+            np.maximum(Du, 0, out=Du)
+            np.fill_diagonal(Du, 0.0)
+            np.sqrt(Du, out=Du)
+            self.D = Du if len(self.U) == self.n else Du[np.ix_(self.inv, self.inv)]
+
+    @property
+    def nbytes(self):
+        return 0 if self.D is None else self.D.nbytes
 
     def _block(self, ru, cu):
         D2 = self.U[ru] @ self.U[cu].T
@@ -170,30 +213,48 @@ class _ClusterDistances:
         D2[ru[:, None] == cu[None, :]] = 0.0
         return np.sqrt(D2, out=D2)
 
-    def unique_block(self, ru, cu):
-        if self.dense is not None:
-            return self.dense[np.ix_(ru, cu)]
-        return self._block(ru, cu)
-
     def block(self, rows, cols):
         """Distances between member positions ``rows`` and ``cols``."""
+        if self.D is not None:
+            # D[cols, rows].T: gathering whole rows first is the cheaper copy. D is
+            # symmetric only up to rounding, but every block is read in this one
+            # orientation, so duplicated members still get bit-identical values
+            return self.D[cols][:, rows].T
         ru, r_inv = np.unique(self.inv[rows], return_inverse=True)
         cu, c_inv = np.unique(self.inv[cols], return_inverse=True)
-        return self.unique_block(ru, cu)[np.ix_(r_inv.reshape(-1), c_inv.reshape(-1))]
+        return self._block(ru, cu)[np.ix_(r_inv.reshape(-1), c_inv.reshape(-1))]
+
+    def row(self, pos, cols):
+        """Distances from member ``pos`` to member positions ``cols``."""
+        if self.D is not None:
+            return self.D[pos, cols]
+        return self.block(np.array([pos]), cols)[0]
 
     def mean_to(self, kept):
         """Mean distance of every member to the members at positions ``kept``."""
+        if self.D is not None:
+            return self.D[:, kept].mean(axis=1)
         w = np.bincount(self.inv[kept], minlength=len(self.U)).astype(np.float64)
-        if self.dense is not None:
-            per_u = self.dense @ w
-        else:
-            per_u = np.empty(len(self.U))
-            cols = np.flatnonzero(w)
-            step = max(1, BLOCK_BYTES // (8 * max(1, cols.size)))
-            for s in range(0, len(self.U), step):
-                ru = np.arange(s, min(s + step, len(self.U)))
-                per_u[s : s + step] = self._block(ru, cols) @ w[cols]
+        per_u = np.empty(len(self.U))
+        cols = np.flatnonzero(w)
+        step = max(1, BLOCK_BYTES // (8 * max(1, cols.size)))
+        for s in range(0, len(self.U), step):
+            ru = np.arange(s, min(s + step, len(self.U)))
+            per_u[s : s + step] = self._block(ru, cols) @ w[cols]
         return per_u[self.inv] / len(kept)
+
+
+def _kept_size(n, ring_fraction, removal_fraction):
+    """Members a cluster of ``n`` keeps after denoising (known before denoising it).
+
+    The expansion order has ``m * int(n / m)`` members; the first
+    ``max(1, int(len(order) * (1 - removal_fraction)))`` are kept. The core is the first
+    of the order, so it is never removed and every cluster can contribute its core.
+    """
+    if n < SMALL_CLUSTER:
+        return n
+    m = max(1, int(n * ring_fraction))
+    return max(1, int(m * int(n / m) * (1 - removal_fraction)))
 
 
 def _denoise(dist, core_pos, n, *, n_neighbors, ring_fraction, removal_fraction):
@@ -215,13 +276,14 @@ def _denoise(dist, core_pos, n, *, n_neighbors, ring_fraction, removal_fraction)
     added = np.zeros(n, dtype=bool)
     added[first_ring] = True
     rest = np.flatnonzero(~added)  # ascending, so a stable sort breaks ties by index
-    buf = dist.block(rest, first_ring) if n_rings >= 2 else None
-    if buf is not None and buf.shape[1] > n_neighbors:
-        buf = np.partition(buf, n_neighbors - 1, axis=1)[:, :n_neighbors]
+    # buf: for each member not added yet, its k smallest distances to the added ones,
+    # sorted ascending (a k-buffer, merged with each new ring)
+    k = n_neighbors
+    buf = np.sort(dist.block(rest, first_ring), axis=1)[:, :k] if n_rings >= 2 else None
     for ring in range(2, n_rings + 1):
-        # rho: mean of the k smallest distances to the members added so far, computed
-        # on the sorted values exactly as ``np.mean(np.sort(D[i, added])[:k])``
-        rho = np.mean(np.sort(buf, axis=1), axis=1)
+        # rho: mean of the k smallest distances to the members added so far, summed in
+        # sorted order exactly as ``np.mean(np.sort(D[i, added])[:k])``
+        rho = np.mean(buf, axis=1)
         pick = np.argsort(rho, kind="stable")[:m]
         new = rest[pick]
         order.append(new)
@@ -229,13 +291,11 @@ def _denoise(dist, core_pos, n, *, n_neighbors, ring_fraction, removal_fraction)
         stay[pick] = False
         rest, buf = rest[stay], buf[stay]
         if ring < n_rings and rest.size:
-            buf = np.concatenate([buf, dist.block(rest, new)], axis=1)
-            if buf.shape[1] > n_neighbors:
-                buf = np.partition(buf, n_neighbors - 1, axis=1)[:, :n_neighbors]
+            merged = np.concatenate([buf, dist.block(rest, new)], axis=1)
+            buf = np.sort(merged, axis=1)[:, :k]
     order = np.concatenate(order)
-    # the core is the first of the order and is always kept (max(1, ...)): every
-    # cluster keeps at least its core, so every cluster can contribute its core
-    n_keep = max(1, int(len(order) * (1 - removal_fraction)))
+    n_keep = _kept_size(n, ring_fraction, removal_fraction)
+    assert len(order) == m * n_rings and n_keep <= len(order)
     kept[:] = False
     kept[order[:n_keep]] = True
     return kept
@@ -264,51 +324,55 @@ def _allocate(sizes, budget):
     return b.astype(np.intp)
 
 
-def _smallest_by_value_then_index(values, count):
-    """Positions of the ``count`` smallest ``values``, ties by position (O(n))."""
-    if count <= 0:
-        return np.empty(0, dtype=np.intp)
+def _smallest_mask(values, count):
+    """Mask of the ``count`` smallest ``values`` (``0 < count``), ties by position."""
     if count >= values.size:
-        return np.arange(values.size)
+        return np.ones(values.size, dtype=bool)
     v = np.partition(values, count - 1)[count - 1]
-    below = np.flatnonzero(values < v)
-    equal = np.flatnonzero(values == v)
-    return np.concatenate([below, equal[: count - below.size]])
+    mask = values < v
+    missing = count - np.count_nonzero(mask)
+    if missing:
+        mask[np.flatnonzero(values == v)[:missing]] = True
+    return mask
 
 
-def _select_cluster(F, core, kept, b, *, d_in, d_out, opponents, K, opponent_penalty):
-    """Greedy boundary selection inside one cluster (global indices); the core first."""
-    sel = [int(core)]
+def _select_cluster(dist, core_pos, kept_pos, b, *, d_in, d_out, opp, K, opponent_penalty):
+    """Greedy boundary selection inside one cluster; returns member positions.
+
+    ``kept_pos`` are the positions (ascending) of the kept members, ``d_in``, ``d_out``
+    and ``opp`` are indexed by member position.
+    """
+    sel = [int(core_pos)]
     if b <= 1:
         return sel
-    r = int(len(kept) / b)
-    X = F[kept].astype(np.float64)
-    alive = np.ones(len(kept), dtype=bool)
-    pos = {int(g): p for p, g in enumerate(kept)}
+    r = int(len(kept_pos) / b)
+    alive = np.ones(len(kept_pos), dtype=bool)
+    where = np.full(dist.n, -1, dtype=np.intp)
+    where[kept_pos] = np.arange(len(kept_pos))
     pen = np.ones(K)
-    din, dout, opp = d_in[kept], d_out[kept], opponents[kept]
-    denom = np.maximum(dout, din)
+    denom = np.maximum(d_out, d_in)
     while len(sel) < b:
         node = sel[-1]
-        alive[pos[node]] = False
-        cand = np.flatnonzero(alive)
-        dn = _exact_dist(X[cand], X[pos[node]])
-        drop = _smallest_by_value_then_index(dn, r - 1)
-        if drop.size:
-            alive[cand[drop]] = False
-            keep = np.ones(cand.size, dtype=bool)
-            keep[drop] = False
+        alive[where[node]] = False
+        cand = kept_pos[alive]
+        dn = dist.row(node, cand)
+        if r > 1:  # drop the r - 1 candidates nearest the node (ties: lower index)
+            drop = _smallest_mask(dn, r - 1)
+            alive[where[cand[drop]]] = False
+            keep = ~drop
             cand, dn = cand[keep], dn[keep]
-        if node != core and K > 1:
-            pen[opp[pos[node]]] *= opponent_penalty
+        if node != core_pos and K > 1:
+            pen[opp[node]] *= opponent_penalty
         if K > 1:
-            score = (dout[cand] * pen[opp[cand]] - din[cand]) / denom[cand]
+            score = (d_out[cand] * pen[opp[cand]] - d_in[cand]) / denom[cand]
+            best = int(np.argmin(score))
+            if np.count_nonzero(score == score[best]) > 1:
+                # ties: closest to node, then lowest index (cand is ascending)
+                tied = np.flatnonzero(score == score[best])
+                best = int(tied[np.argmin(dn[tied])])
         else:
-            score = np.ones(cand.size)
-        tied = np.flatnonzero(score == score.min())
-        if tied.size > 1:  # ties: closest to node, then lowest index (cand is ascending)
-            tied = tied[dn[tied] == dn[tied].min()]
-        sel.append(int(kept[cand[tied[0]]]))
+            best = int(np.argmin(dn))  # every score is 1: closest, then lowest index
+        sel.append(int(cand[best]))
     return sel
 
 
@@ -540,10 +604,19 @@ class BiLAFSelector(BaseSelector):
             return np.asarray(sel.select(F, K), dtype=np.intp)
         return np.asarray(spec(None, F, K)[0], dtype=np.intp)
 
-    def _prepare(self, ctx, rng):
-        """Stages 0-2; sets the fitted attributes that do not depend on the budget."""
+    def _cluster_distances(self, F, members, core_pos):
+        return _ClusterDistances(F[members].astype(np.float64), core_pos)
+
+    def _run_stages(self, ctx, rng, budget=None):
+        """All stages; the selection (stage 3) only when ``budget`` is given.
+
+        Every cluster is processed in one pass (denoise, boundary scores, its picks), so
+        only one cluster's distance matrix exists at a time. That works because the
+        allocation needs only the kept sizes, which follow from the cluster sizes
+        (:func:`_kept_size`) before any cluster is denoised.
+        """
         F = ctx.pool_embeddings()
-        timings = {}
+        timings = dict.fromkeys(("cores", "assign", "denoise", "boundary", "select"), 0.0)
         t0 = time.perf_counter()
         cores = _dedup_cores(F, self._choose_cores(F, rng))
         t1 = time.perf_counter()
@@ -555,18 +628,21 @@ class BiLAFSelector(BaseSelector):
         timings["cores"], timings["assign"] = t1 - t0, t2 - t1
 
         n = len(F)
+        sizes = np.bincount(labels, minlength=K)
+        kept_sizes = [_kept_size(int(s), self.ring_fraction, self.removal_fraction) for s in sizes]
+        select = budget is not None and budget >= K
+        alloc = _allocate(kept_sizes, budget) if select else None
         removed = np.zeros(n, dtype=bool)
         d_in = np.empty(n)
-        order = np.argsort(labels, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=K))])
-        t_denoise = t_boundary = 0.0
+        bs = np.ones(n)
+        order = np.argsort(labels, kind="stable")  # members of each cluster, ascending
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        parts = []
         for j in range(K):
-            members = order[starts[j] : starts[j + 1]]
             ta = time.perf_counter()
+            members = order[starts[j] : starts[j + 1]]
             core_pos = int(np.searchsorted(members, cores[j]))
-            Xj = F[np.concatenate([[cores[j]], members])].astype(np.float64)
-            dist = _ClusterDistances(Xj)
-            dist.inv = dist.inv[1:]  # row 0 was the core, repeated to centre on it
+            dist = _ClusterDistances(F[members].astype(np.float64), core_pos)
             kept = _denoise(
                 dist,
                 core_pos,
@@ -576,17 +652,30 @@ class BiLAFSelector(BaseSelector):
                 removal_fraction=self.removal_fraction,
             )
             tb = time.perf_counter()
+            kept_pos = np.flatnonzero(kept)
             removed[members[~kept]] = True
-            d_in[members] = dist.mean_to(np.flatnonzero(kept))
-            t_denoise += tb - ta
-            t_boundary += time.perf_counter() - tb
-        tb = time.perf_counter()
-        if K > 1:
-            bs = (d_out - d_in) / np.maximum(d_out, d_in)
-        else:
-            bs = np.ones(n)
-        timings["denoise"] = t_denoise
-        timings["boundary"] = t_boundary + time.perf_counter() - tb
+            din = dist.mean_to(kept_pos)
+            d_in[members] = din
+            dout = d_out[members]
+            if K > 1:
+                bs[members] = (dout - din) / np.maximum(dout, din)
+            tc = time.perf_counter()
+            if select:
+                picks = _select_cluster(
+                    dist,
+                    core_pos,
+                    kept_pos,
+                    int(alloc[j]),
+                    d_in=din,
+                    d_out=dout,
+                    opp=opponents[members],
+                    K=K,
+                    opponent_penalty=self.opponent_penalty,
+                )
+                parts.append(members[picks])
+            timings["denoise"] += tb - ta
+            timings["boundary"] += tc - tb
+            timings["select"] += time.perf_counter() - tc
 
         self.cores_ = cores
         self.labels_ = labels
@@ -594,51 +683,29 @@ class BiLAFSelector(BaseSelector):
         self.boundary_scores_ = bs
         self.opponents_ = opponents
         self.timings_ = timings
-        return F, {"d_in": d_in, "d_out": d_out, "d_own": d_own}
+        if budget is None:
+            return None
+        t0 = time.perf_counter()
+        if not select:  # B < K: a k-centre subset of the cores
+            idx = _kcenter_cores(F, cores, budget)
+            self.allocation_ = np.isin(cores, idx).astype(np.intp)
+        else:
+            self.allocation_ = alloc
+            idx = np.concatenate(parts)
+            n_top_up = budget - idx.size
+            if n_top_up > 0:  # more budget than kept samples: nearest removed ones
+                gone = np.flatnonzero(removed)
+                gone = gone[np.lexsort((gone, d_own[gone]))]
+                idx = np.concatenate([idx, gone[:n_top_up]])
+        timings["select"] += time.perf_counter() - t0
+        return np.asarray(idx, dtype=np.intp)
 
     def _score(self, ctx):
-        self._prepare(ctx, check_rng(self.random_state))
+        self._run_stages(ctx, check_rng(self.random_state))
         return self.boundary_scores_
 
     def _query(self, ctx, n_instances, rng):
-        F, aux = self._prepare(ctx, rng)
-        t0 = time.perf_counter()
-        cores, labels, removed = self.cores_, self.labels_, self.removed_
-        K = len(cores)
-        B = n_instances
-        if B < K:
-            idx = _kcenter_cores(F, cores, B)
-            self.allocation_ = np.isin(cores, idx).astype(np.intp)
-        else:
-            kept_sizes = np.bincount(labels[~removed], minlength=K)
-            alloc = _allocate(kept_sizes, B)
-            self.allocation_ = alloc
-            order = np.argsort(labels, kind="stable")
-            kept_order = order[~removed[order]]
-            starts = np.concatenate([[0], np.cumsum(kept_sizes)])
-            parts = []
-            for j in range(K):
-                parts.append(
-                    _select_cluster(
-                        F,
-                        cores[j],
-                        kept_order[starts[j] : starts[j + 1]],
-                        int(alloc[j]),
-                        d_in=aux["d_in"],
-                        d_out=aux["d_out"],
-                        opponents=self.opponents_,
-                        K=K,
-                        opponent_penalty=self.opponent_penalty,
-                    )
-                )
-            idx = np.concatenate(parts).astype(np.intp)
-            n_top_up = B - idx.size
-            if n_top_up > 0:
-                gone = np.flatnonzero(removed)
-                gone = gone[np.lexsort((gone, aux["d_own"][gone]))]
-                idx = np.concatenate([idx, gone[:n_top_up]])
-        self.timings_["select"] = time.perf_counter() - t0
-        idx = np.asarray(idx, dtype=np.intp)
+        idx = self._run_stages(ctx, rng, n_instances)
         return idx, self.boundary_scores_[idx]
 
 

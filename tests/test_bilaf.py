@@ -555,8 +555,11 @@ def test_kmeans_selector_duplicates_take_distinct_samples():
     idx = KMeansSelector(random_state=0).select(F, 2)
     assert np.unique(idx).size == 2
     assert set(F[idx, 0].tolist()) == {0.0, 5.0}
-    # more centres than distinct points: still B distinct samples
-    idx = KMeansSelector(random_state=0).select(F, 4)
+    # more centres than distinct points: still B distinct samples (KMeans warns)
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="distinct clusters"):
+        idx = KMeansSelector(random_state=0).select(F, 4)
     assert np.unique(idx).size == 4
 
 
@@ -596,3 +599,28 @@ def test_giant_cluster_path_matches_reference(monkeypatch):
     F = base[rng.permutation(np.repeat(np.arange(40), 3))]
     _, first = np.unique(F, axis=0, return_index=True)
     check_pool(F, rng.choice(first, size=2, replace=False))
+
+
+def test_score_samples_are_the_boundary_scores():
+    F, cores = random_pool(23)
+    sel = BiLAFSelector(core_indices=cores)
+    scores = sel.score_samples(F)
+    assert scores.shape == (len(F),) and scores.dtype == np.float64
+    _, info = bilaf_reference(F, 5, cores)
+    assert_allclose(scores, info["boundary_scores"], rtol=1e-9, atol=1e-12)
+    assert sel._greater_is_better is False  # lower = nearer a boundary
+
+
+def test_pipeline_embeddings_are_used():
+    """With a fitted Pipeline, BiLAF runs on the output of the steps before the model."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(24)
+    F = make_features(rng, "blobs", 90, 4) * np.array([1.0, 100.0, 0.01, 5.0])
+    y = (F[:, 0] > np.median(F[:, 0])).astype(int)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(F, y)
+    cores = [3, 40, 77]
+    idx = BiLAFSelector(core_indices=cores).select(F, 12, classifier=pipe)
+    ref, _ = bilaf_reference(pipe[:-1].transform(F), 12, cores)
+    assert_array_equal(idx, ref)

@@ -75,6 +75,9 @@ def _is_top_k(selector):
     return isinstance(selector, FeatureDistanceSelector) and selector.mode != "kcenter"
 
 
+# tied pools can hold fewer distinct points than KMeans centres: it warns, we still
+# return distinct samples (checked here)
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("case", SELECTOR_CASES, ids=CASE_IDS)
 @SETTINGS
 @given(problem=problems())

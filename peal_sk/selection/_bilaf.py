@@ -97,8 +97,9 @@ def _assign(F, cores):
     c_sq32 = c_sq.astype(np.float32)
     c_sq_max = float(c_sq.max())
     # the float64 recomputation works on the raw features when the data lie near the
-    # origin relative to their spread (products of float32 values are exact in float64, so no float64 copy of
-    # the data is needed), else on float64 features shifted by the rounded mean
+    # origin relative to their spread (products of float32 values are exact in
+    # float64, so no float64 copy of the data is needed), else on float64 features
+    # shifted by the rounded mean
     shifted = float(origin @ origin) > float(c_sq.mean())  # shifting gains > 2x in norm
     Cr = C if shifted else F[cores]
     cr_sq = np.einsum("ij,ij->i", Cr, Cr, dtype=np.float64)

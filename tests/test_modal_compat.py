@@ -13,11 +13,14 @@ from sklearn.linear_model import LogisticRegression
 from peal_sk.selection import (
     ClassBalancedSelector,
     EntropySelector,
+    activeft_sampling,
+    bilaf,
     class_balanced_sampling,
     entropy_sampling,
     featdist_sampling,
     hybrid_sampling,
     kcenter_sampling,
+    kmeans_sampling,
     least_confident_sampling,
     margin_sampling,
     random_sampling,
@@ -42,6 +45,9 @@ FUNCTIONS = [
     kcenter_sampling,
     hybrid_sampling,
     class_balanced_sampling,
+    activeft_sampling,
+    bilaf,
+    kmeans_sampling,
 ]
 
 
@@ -121,3 +127,14 @@ def test_same_choice_as_modal_uncertainty(ours, theirs):
     our_idx, _ = ours(learner, X_pool, n_instances=5, random_state=0)
     their_idx, _ = theirs(learner, X_pool, n_instances=5)  # modAL's (idx, values)
     assert set(our_idx.tolist()) == set(their_idx.tolist())
+
+
+def test_bilaf_cold_start_in_modal_learner():
+    """No labels at all and an unfitted estimator: BiLAF still picks n_instances."""
+    _, _, X_pool, y_pool = _blobs()
+    learner = ModalLearner(estimator=LogisticRegression(), query_strategy=bilaf)
+    idx, X_query = learner.query(X_pool, n_instances=9, n_cores=3, random_state=0)
+    assert idx.dtype == np.intp and np.unique(idx).size == 9
+    np.testing.assert_array_equal(X_query, X_pool[idx])
+    learner.teach(X_query, y_pool[idx])  # modAL fits on the first labels
+    assert learner.score(X_pool, y_pool) > 0.5

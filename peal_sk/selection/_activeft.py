@@ -439,7 +439,8 @@ def activeft_sampling(
     Parameters
     ----------
     classifier : learner, estimator or None
-        Used only for embeddings (``transform``); may be unfitted-free None.
+        Used only for embeddings (``transform``, or a Pipeline's steps before the final
+        estimator); None or a plain classifier means the features are ``X_pool``.
     X_pool : array-like
     n_instances : int, default=1
     temperature, learning_rate, max_iter, batch_size, init, random_state

@@ -19,8 +19,6 @@ runs in a fresh subprocess) and the ratio to the official timings; writes
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import make_data, run_metadata
 
 OFFICIAL_BOUNDARY_S = 7.0  # official BiLAF boundary stage, N=50k, K=250, B=5000
 OFFICIAL_ACTIVEFT_S = 98.0  # official ActiveFT, K=250, 300 iterations, torch CPU
@@ -41,14 +40,6 @@ CONFIGS = {
     200_000: (1_000, 20_000),
     1_000_000: (5_000, 20_000),
 }
-
-
-def make_data(n, d=384, n_centres=100, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=2.0, size=(n_centres, d)).astype(np.float32)
-    X = centres[rng.integers(n_centres, size=n)]
-    X += rng.standard_normal(size=(n, d), dtype=np.float32)
-    return X
 
 
 def peak_rss_mib():
@@ -134,12 +125,7 @@ def main():
         report(r)
         results.append(r)
     RESULTS.mkdir(exist_ok=True)
-    meta = {
-        "command": "python benchmarks/bench_bilaf.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
-        "numpy": np.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    meta = run_metadata("bench_bilaf.py")
     path = RESULTS / ("bilaf_scaling.json" if args.scaling else "bilaf.json")
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"wrote {path}")

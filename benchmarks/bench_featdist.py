@@ -19,26 +19,16 @@ Writes ``benchmarks/results/featdist.json``.
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import make_data, run_metadata
 from sklearn.metrics import pairwise_distances_argmin_min
 
 from peal_sk.selection import FeatureDistanceSelector, KCenterSelector
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def make_data(n=50_000, d=384, n_centres=100, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=2.0, size=(n_centres, d)).astype(np.float32)
-    X = centres[rng.integers(n_centres, size=n)]
-    X += rng.standard_normal(size=(n, d), dtype=np.float32)
-    return X
 
 
 def best_of(repeat, fn):
@@ -70,7 +60,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    X = make_data()
+    X = make_data(50_000)
     rng = np.random.default_rng(1)
     lab = rng.choice(len(X), size=500, replace=False)
     X_lab, y_lab = X[lab], rng.integers(10, size=500)
@@ -113,12 +103,7 @@ def main():
     for key in [k for k in res if k.endswith("_picks") or k.endswith("_first10")]:
         res.pop(key)
     RESULTS.mkdir(exist_ok=True)
-    meta = {
-        "command": "python benchmarks/bench_featdist.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
-        "numpy": np.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    meta = run_metadata("bench_featdist.py")
     path = RESULTS / "featdist.json"
     path.write_text(json.dumps({"meta": meta, "results": res}, indent=2) + "\n")
     print(f"wrote {path}")

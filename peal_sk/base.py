@@ -16,6 +16,7 @@ A selector has three faces that share one implementation (:meth:`BaseSelector._q
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 
 from .utils._validation import (
@@ -49,10 +50,19 @@ def get_embeddings(classifier, X):
     est = _unwrap(classifier)
     if est is None:
         return X
-    if hasattr(est, "transform"):
-        return est.transform(X)
-    if isinstance(est, Pipeline) and len(est.steps) > 1:
-        return est[:-1].transform(X)
+    try:
+        if hasattr(est, "transform"):
+            return est.transform(X)
+        if isinstance(est, Pipeline) and len(est.steps) > 1:
+            return est[:-1].transform(X)
+    except NotFittedError as exc:
+        raise NotFittedError(
+            f"{exc} Feature-based strategies embed the samples with the model's "
+            "`transform` (for a Pipeline: its steps before the final estimator), which "
+            "is not fitted yet. At a cold start, fit those steps first (e.g. "
+            "`pipe[:-1].fit(X_pool)`) or query with classifier=None to use the features "
+            "themselves."
+        ) from exc
     return X
 
 

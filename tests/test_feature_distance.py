@@ -352,7 +352,7 @@ def test_embeddings_default_to_features(data):
 
 def test_unfitted_model_error_propagates(data):
     pipe = make_pipeline(StandardScaler(), LogisticRegression())
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match=r"not fitted.*pipe\[:-1\]\.fit\(X_pool\)"):
         KCenterSelector(random_state=0).select(data.X_pool, 2, classifier=pipe)
 
 

@@ -1,0 +1,27 @@
+"""Shared by the benchmark scripts: the synthetic pool and the run metadata."""
+
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+
+def make_data(n, d=384, n_centres=100, seed=0):
+    """Issue 3's synthetic features: float32, centres N(0, 2^2), points centre + N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(n_centres, d)).astype(np.float32)
+    X = centres[rng.integers(n_centres, size=n)]
+    X += rng.standard_normal(size=(n, d), dtype=np.float32)
+    return X
+
+
+def run_metadata(script):
+    """The command that produced a result file and where it ran."""
+    return {
+        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+        "numpy": np.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }

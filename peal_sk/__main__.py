@@ -1,181 +1,30 @@
 """Command line: ``peal-sk`` / ``python -m peal_sk``.
 
-``peal-sk demo`` compares query strategies on scikit-learn's digits (1,797 8x8 images
-that ship with scikit-learn, so nothing is downloaded), in the two settings peal_sk is
-built for:
+``peal-sk simulate`` runs pool-based active learning on a labelled dataset (a built-in
+name, a ``.npz`` of arrays or an image folder with one sub-folder per class) for several
+strategies and seeds, and writes accuracy per cycle (JSON, CSV), a plot of the learning
+curves and a markdown table of the labels each strategy needs to reach a target
+accuracy. Finished (strategy, seed) cells are kept, so an interrupted run resumes.
+
+``peal-sk demo`` is the no-download default: both settings peal_sk is built for, on
+scikit-learn's digits, in about ten seconds:
 
 * **one-shot** (cold start, BiLAF paper): choose ``B`` images before any label exists
   with Random, k-centre, k-means, ActiveFT and BiLAF, label them, fit a classifier;
 * **iterative** (PEAL): start from a few random labels and run query -> label -> refit
   cycles with Random, Entropy, Margin, Feature distance and the hybrid strategy.
-
-It prints test accuracy (mean and spread over seeds) and can write the numbers as JSON.
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+__all__ = ["build_parser", "main"]
 
-__all__ = ["main", "run_demo"]
-
-ONE_SHOT = ("random", "kcenter", "kmeans", "activeft", "bilaf")
-ITERATIVE = ("random", "entropy", "margin", "featdist", "hybrid")
-
-
-def _one_shot_strategy(name, budget, seed):
-    from .selection import (
-        ActiveFTSelector,
-        BiLAFSelector,
-        KCenterSelector,
-        KMeansSelector,
-        RandomSelector,
-    )
-
-    if name == "bilaf":
-        # the paper's 0.1-0.5 % of the pool is meant for pools of 50k+; on 1.3k images
-        # that is 1-7 cores, so use ~1/3 of the budget as cores (at least 10)
-        return BiLAFSelector(n_cores=max(10, budget // 3), random_state=seed)
-    return {
-        "random": RandomSelector,
-        "kcenter": KCenterSelector,
-        "kmeans": KMeansSelector,
-        "activeft": ActiveFTSelector,
-    }[name](random_state=seed)
-
-
-def _iterative_strategy(name):
-    from .selection import (
-        EntropySelector,
-        FeatureDistanceSelector,
-        HybridSelector,
-        MarginSelector,
-        RandomSelector,
-    )
-
-    return {
-        "random": RandomSelector(),
-        "entropy": EntropySelector(),
-        "margin": MarginSelector(),
-        "featdist": FeatureDistanceSelector("class_mean"),
-        "hybrid": HybridSelector(),
-    }[name]
-
-
-def _model():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    # a Pipeline: feature-based strategies use the scaler's output as embeddings
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-
-
-def _load(seed):
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    X, y = load_digits(return_X_y=True)
-    return train_test_split(X, y, test_size=0.25, stratify=y, random_state=seed)
-
-
-def run_demo(*, budgets=(20, 40, 80), cycles=6, step=10, n_initial=10, seeds=(0, 1, 2)):
-    """Run both comparisons; return ``{"one_shot": ..., "iterative": ...}`` results.
-
-    Parameters
-    ----------
-    budgets : sequence of int, default=(20, 40, 80)
-        One-shot label budgets.
-    cycles : int, default=6
-        Query cycles of the iterative loop.
-    step : int, default=10
-        Labels per cycle.
-    n_initial : int, default=10
-        Random labels the iterative loop starts from.
-    seeds : sequence of int, default=(0, 1, 2)
-        One train/test split and strategy seed per value.
-
-    Returns
-    -------
-    results : dict
-        ``one_shot[strategy][budget]`` and ``iterative[strategy]`` (accuracy per cycle,
-        from ``n_initial`` labels on) as lists over seeds.
-    """
-    from .learner import ActiveLearner
-
-    one_shot = {s: {int(b): [] for b in budgets} for s in ONE_SHOT}
-    iterative = {s: [] for s in ITERATIVE}
-    for seed in seeds:
-        X_train, X_test, y_train, y_test = _load(seed)
-        for name in ONE_SHOT:
-            for budget in budgets:
-                selector = _one_shot_strategy(name, int(budget), seed)
-                idx = selector.select(X_train, int(budget))
-                model = _model().fit(X_train[idx], y_train[idx])
-                one_shot[name][int(budget)].append(float(model.score(X_test, y_test)))
-        rng = np.random.default_rng(seed)
-        initial = rng.choice(len(X_train), size=n_initial, replace=False)
-        for name in ITERATIVE:
-            pool = np.setdiff1d(np.arange(len(X_train)), initial)
-            learner = ActiveLearner(
-                _model(),
-                _iterative_strategy(name),
-                X_train[initial],
-                y_train[initial],
-                random_state=seed,
-            )
-            curve = [float(learner.score(X_test, y_test))]
-            for _ in range(cycles):
-                idx, _ = learner.query(X_train[pool], n_instances=step)
-                learner.teach(X_train[pool[idx]], y_train[pool[idx]])
-                pool = np.delete(pool, idx)
-                curve.append(float(learner.score(X_test, y_test)))
-            iterative[name].append(curve)
-    return {
-        "dataset": "sklearn digits, 75/25 stratified split per seed",
-        "model": "StandardScaler + LogisticRegression",
-        "seeds": [int(s) for s in seeds],
-        "one_shot": one_shot,
-        "iterative": {"n_initial": n_initial, "step": step, "accuracy": iterative},
-    }
-
-
-def _fmt(values):
-    v = np.asarray(values) * 100
-    return f"{v.mean():5.1f} ± {v.std():3.1f}"
-
-
-def _print_report(results, out=None):
-    out = sys.stdout if out is None else out
-    one_shot = results["one_shot"]
-    budgets = list(next(iter(one_shot.values())))
-    print(
-        f"\nOne-shot selection (cold start, no labels): test accuracy %, "
-        f"mean ± std over seeds {results['seeds']}",
-        file=out,
-    )
-    print("strategy   " + "".join(f"{'B=' + str(b):>15}" for b in budgets), file=out)
-    for name, per_budget in one_shot.items():
-        print(f"{name:<10} " + "".join(f"{_fmt(per_budget[b]):>15}" for b in budgets), file=out)
-
-    it = results["iterative"]
-    curves = it["accuracy"]
-    n_points = len(next(iter(curves.values()))[0])
-    labels = [it["n_initial"] + i * it["step"] for i in range(n_points)]
-    print(
-        f"\nIterative (start: {it['n_initial']} random labels, {it['step']} per cycle): "
-        "test accuracy % by number of labels",
-        file=out,
-    )
-    print("strategy   " + "".join(f"{n:>8}" for n in labels), file=out)
-    for name, runs in curves.items():
-        mean = np.mean(np.asarray(runs) * 100, axis=0)
-        print(f"{name:<10} " + "".join(f"{m:8.1f}" for m in mean), file=out)
+DEMO_ONE_SHOT = ["random", "kcenter", "kmeans", "activeft", "bilaf"]
+DEMO_ITERATIVE = ["random", "entropy", "margin", "featdist", "hybrid"]
 
 
 def _positive_int(text):
@@ -185,77 +34,208 @@ def _positive_int(text):
     return value
 
 
+def _fraction_or_int(text):
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
 def build_parser():
+    from .experiments import BUILTIN, ITERATIVE, MODELS, ONE_SHOT
+
     parser = argparse.ArgumentParser(
         prog="peal-sk",
         description="peal_sk: active-learning query strategies for vision foundation models.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
     demo = sub.add_parser(
         "demo",
-        help="compare strategies on scikit-learn's digits (no download, about 10 s)",
-        description=__doc__.split("\n\n")[1],
+        help="one-shot and iterative comparison on scikit-learn's digits (no download, ~10 s)",
+        description=__doc__.split("\n\n")[2],
     )
     demo.add_argument(
-        "--budgets",
-        type=_positive_int,
-        nargs="+",
-        default=[20, 40, 80],
-        help="one-shot label budgets (default: 20 40 80)",
-    )
-    demo.add_argument(
-        "--cycles", type=_positive_int, default=6, help="iterative cycles (default: 6)"
-    )
-    demo.add_argument(
-        "--step", type=_positive_int, default=10, help="labels per cycle (default: 10)"
-    )
-    demo.add_argument(
-        "--initial",
-        type=_positive_int,
-        default=10,
-        help="random labels the iterative loop starts from (default: 10)",
+        "--out",
+        type=Path,
+        default=Path("results/demo"),
+        help="results folder (default: results/demo)",
     )
     demo.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)"
     )
-    demo.add_argument("--output", type=Path, help="also write the results as JSON here")
-    demo.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    demo.add_argument(
+        "--force", action="store_true", help="replace results of another configuration in --out"
+    )
+
+    sim = sub.add_parser(
+        "simulate",
+        help="simulate active learning on a labelled dataset",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sim.add_argument(
+        "--dataset",
+        default="digits",
+        help=f"built-in name ({', '.join(BUILTIN)}), a .npz with X, y (or "
+        "X_train, y_train, X_test, y_test), or an image folder with one "
+        "sub-folder per class",
+    )
+    sim.add_argument(
+        "--mode",
+        choices=["iterative", "one-shot"],
+        default="iterative",
+        help="iterative: query/label/refit cycles (PEAL); one-shot: select each "
+        "budget before any label (BiLAF)",
+    )
+    sim.add_argument(
+        "--strategies",
+        nargs="+",
+        default=None,
+        help=f"iterative: {', '.join(ITERATIVE)}; one-shot: {', '.join(ONE_SHOT)} "
+        "(default: random entropy margin featdist / all one-shot ones)",
+    )
+    sim.add_argument(
+        "--models",
+        nargs="+",
+        default=["logreg"],
+        choices=MODELS,
+        help="logreg: logistic regression on features; linear / lora: "
+        "PEALClassifier on the images (linear probing vs LoRA), retrained "
+        "every cycle; give both to compare them at equal budgets",
+    )
+    sim.add_argument(
+        "--features",
+        choices=["raw", "backbone"],
+        default="raw",
+        help="features for logreg and one-shot selection: raw pixels / feature "
+        "rows, or frozen embeddings of --backbone (cached in OUT/cache)",
+    )
+    sim.add_argument(
+        "--backbone",
+        default="efficientnet_lite0",
+        help="backbone for --features backbone and the linear / lora models "
+        "(see peal_sk.classifier.list_backbones())",
+    )
+    sim.add_argument("--img-size", type=_positive_int, default=224)
+    sim.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=10,
+        help="training epochs per cycle of the linear / lora models",
+    )
+    sim.add_argument("--lr", type=float, default=1e-3)
+    sim.add_argument(
+        "--initial",
+        type=_positive_int,
+        default=10,
+        help="random labels the iterative loop starts from",
+    )
+    sim.add_argument("--step", type=_positive_int, default=10, help="labels per cycle")
+    sim.add_argument("--cycles", type=_positive_int, default=8, help="query cycles")
+    sim.add_argument(
+        "--budgets",
+        type=_positive_int,
+        nargs="+",
+        default=[20, 40, 80],
+        help="one-shot label budgets",
+    )
+    sim.add_argument(
+        "--bilaf-cores",
+        type=_fraction_or_int,
+        default=None,
+        help="BiLAF n_cores: an int, or a fraction of the pool (default: a third of each budget)",
+    )
+    sim.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="one train/test split and strategy seed per value",
+    )
+    sim.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        default=None,
+        help="accuracies (0-1) for the 'labels needed' table (default: random's final accuracy)",
+    )
+    sim.add_argument(
+        "--out", type=Path, default=None, help="results folder (default: results/<dataset>-<mode>)"
+    )
+    sim.add_argument(
+        "--force", action="store_true", help="replace results of another configuration in --out"
+    )
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _report(results, out):
+    print(f"\n{results['table']}")
+    files = ["results.json", "results.csv", "table.md"]
+    if results.get("plot"):
+        files.append("curves.png")
+    else:
+        files.append("(no curves.png: pip install matplotlib, or peal-sk[plot])")
+    print(f"wrote {out}/: {', '.join(files)} ({results['wall_time_s']} s)")
 
 
 def main(argv=None):
     """Entry point of the ``peal-sk`` console script."""
+    from .experiments import SimulationConfig, simulate
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    if args.output is not None and args.output.exists() and not args.force:
-        parser.error(f"--output {args.output} exists; pass --force to overwrite it")
-    n_pool = 1347  # digits training split (75 % of 1,797)
-    too_big = [b for b in args.budgets if b > n_pool]
-    if too_big:
-        parser.error(f"--budgets {too_big} exceed the pool of {n_pool} training images")
-    if args.initial + args.cycles * args.step > n_pool:
-        parser.error(
-            f"--initial {args.initial} + --cycles {args.cycles} x --step {args.step} "
-            f"exceeds the pool of {n_pool} training images"
+    try:
+        if args.command == "demo":
+            for mode, strategies in (("one-shot", DEMO_ONE_SHOT), ("iterative", DEMO_ITERATIVE)):
+                config = SimulationConfig(
+                    mode=mode, strategies=strategies, seeds=args.seeds, cycles=6
+                )
+                out = args.out / mode
+                print(
+                    f"== {mode}: digits, {', '.join(strategies)}; test accuracy % "
+                    f"(mean ± std over seeds {args.seeds})"
+                )
+                results = simulate(
+                    config, out, force=args.force, progress=False, log=lambda msg: None
+                )
+                _report(results, out)
+            return 0
+        strategies = args.strategies
+        if strategies is None:
+            strategies = (
+                ["random", "entropy", "margin", "featdist"]
+                if args.mode == "iterative"
+                else DEMO_ONE_SHOT
+            )
+        config = SimulationConfig(
+            dataset=args.dataset,
+            mode=args.mode,
+            strategies=strategies,
+            seeds=args.seeds,
+            models=args.models,
+            features=args.features,
+            backbone=args.backbone,
+            img_size=args.img_size,
+            epochs=args.epochs,
+            lr=args.lr,
+            initial=args.initial,
+            step=args.step,
+            cycles=args.cycles,
+            budgets=args.budgets,
+            bilaf_cores=args.bilaf_cores,
         )
-    t0 = time.perf_counter()
-    results = run_demo(
-        budgets=args.budgets,
-        cycles=args.cycles,
-        step=args.step,
-        n_initial=args.initial,
-        seeds=args.seeds,
-    )
-    results["wall_time_s"] = round(time.perf_counter() - t0, 1)
-    _print_report(results)
-    print(f"\n({results['wall_time_s']} s)")
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.output}")
+        out = args.out or Path("results") / f"{Path(str(args.dataset)).stem}-{args.mode}"
+        results = simulate(
+            config, out, force=args.force, targets=args.targets, progress=not args.no_progress
+        )
+        _report(results, out)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        parser.error(str(exc))
     return 0
 
 

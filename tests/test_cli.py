@@ -1,69 +1,213 @@
-"""The ``peal-sk`` command line (``python -m peal_sk``)."""
+"""The ``peal-sk`` command line (``python -m peal_sk``) and the simulation engine."""
 
+import csv
 import json
 import subprocess
 import sys
+import warnings
 
+import numpy as np
 import pytest
 
-from peal_sk.__main__ import ITERATIVE, ONE_SHOT, main
+from peal_sk.__main__ import main
+from peal_sk.experiments import SimulationConfig, load_dataset, simulate
 
-SMALL = ["demo", "--budgets", "12", "--cycles", "1", "--step", "5", "--seeds", "0"]
+FAST = ["--seeds", "0", "--no-progress"]
 
 
-def test_demo_writes_results(tmp_path, capsys):
-    out = tmp_path / "res" / "demo.json"
-    assert main([*SMALL, "--output", str(out)]) == 0
+def small_npz(tmp_path, n=120, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    X = rng.normal(size=(n, d)) + 2.0 * y[:, None]
+    path = tmp_path / "blobs.npz"
+    np.savez(path, X=X, y=y)
+    return path
+
+
+def test_simulate_iterative_writes_well_formed_outputs(tmp_path, capsys):
+    data = small_npz(tmp_path)
+    out = tmp_path / "res"
+    args = ["simulate", "--dataset", str(data), "--initial", "6", "--step", "6"]
+    assert main([*args, "--cycles", "2", "--out", str(out), *FAST]) == 0
     printed = capsys.readouterr().out
-    assert "One-shot selection" in printed and "Iterative" in printed
-    results = json.loads(out.read_text())
-    assert set(results["one_shot"]) == set(ONE_SHOT)
-    for per_budget in results["one_shot"].values():
-        (acc,) = per_budget["12"]
-        assert 0.0 <= acc <= 1.0
-    curves = results["iterative"]["accuracy"]
-    assert set(curves) == set(ITERATIVE)
-    assert all(len(c[0]) == 2 for c in curves.values())  # initial + 1 cycle
-    # every strategy starts from the same random labels
-    assert len({c[0][0] for c in curves.values()}) == 1
+    assert "labels to reach" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert {c["strategy"] for c in results["cells"]} == {"random", "entropy", "margin", "featdist"}
+    for cell in results["cells"]:
+        assert cell["n_labels"] == [6, 12, 18]
+        assert all(0.0 <= a <= 1.0 for a in cell["accuracy"])
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4 * 3 and set(rows[0]) == {
+        "mode",
+        "model",
+        "strategy",
+        "seed",
+        "n_labels",
+        "accuracy",
+    }
+    table = (out / "table.md").read_text()
+    assert table.count("\n") == 2 + 4 and "| logreg | margin |" in table
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_existing_output_is_not_overwritten(tmp_path, capsys):
-    out = tmp_path / "demo.json"
-    out.write_text("precious")
-    with pytest.raises(SystemExit) as exc:
-        main([*SMALL, "--output", str(out)])
-    assert exc.value.code == 2
-    assert "exists; pass --force" in capsys.readouterr().err
-    assert out.read_text() == "precious"
+def test_one_shot_and_reproducible(tmp_path):
+    data = small_npz(tmp_path)
+    config = SimulationConfig(
+        dataset=str(data),
+        mode="one-shot",
+        strategies=["random", "kcenter", "bilaf"],
+        seeds=[0, 1],
+        budgets=[9, 18],
+    )
+    a = simulate(config, tmp_path / "a", progress=False)
+    b = simulate(config, tmp_path / "b", progress=False)
+    assert [c["accuracy"] for c in a["cells"]] == [c["accuracy"] for c in b["cells"]]
+    assert all(c["n_labels"] == [9, 18] for c in a["cells"])
+    assert "B=9" in a["table"] and "| logreg | bilaf |" in a["table"]
+
+
+def test_resume_skips_finished_cells(tmp_path):
+    data = small_npz(tmp_path)
+    config = SimulationConfig(
+        dataset=str(data),
+        strategies=["random", "margin"],
+        seeds=[0, 1],
+        initial=6,
+        step=6,
+        cycles=2,
+    )
+    out = tmp_path / "res"
+    first = simulate(config, out, progress=False)
+    # "interrupt": drop one finished cell and the summaries, then run again
+    (out / "cells" / "iterative-logreg-margin-seed1.json").unlink()
+    (out / "results.json").unlink()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    logs = []
+    second = simulate(config, out, progress=False, log=logs.append)
+    assert any("resuming: 3 of 4 cells" in m for m in logs)
+    for p in (out / "cells").iterdir():
+        if p.name in mtimes:
+            assert p.stat().st_mtime_ns == mtimes[p.name], f"{p.name} was redone"
+    assert [c["accuracy"] for c in second["cells"]] == [c["accuracy"] for c in first["cells"]]
+
+
+def test_other_configuration_is_not_mixed_in(tmp_path):
+    data = small_npz(tmp_path)
+    out = tmp_path / "res"
+    base = dict(dataset=str(data), strategies=["random"], seeds=[0], initial=6, step=6, cycles=1)
+    simulate(SimulationConfig(**base), out, progress=False)
+    other = SimulationConfig(**{**base, "step": 3})
+    with pytest.raises(FileExistsError, match="another configuration"):
+        simulate(other, out, progress=False)
+    result = simulate(other, out, force=True, progress=False)
+    assert result["cells"][0]["n_labels"] == [6, 9]
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["demo", "--budgets", "5000"], "exceed the pool of 1347"),
-        (["demo", "--budgets", "0"], "must be >= 1"),
-        (["demo", "--cycles", "200", "--step", "10"], "exceeds the pool"),
+        (["simulate", "--strategies", "oracle"], "unknown strategies ['oracle']"),
+        (["simulate", "--mode", "one-shot", "--strategies", "entropy"], "unknown strategies"),
+        (["simulate", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["simulate", "--mode", "one-shot", "--budgets", "5000"], "exceed the 1347 training"),
+        (["simulate", "--cycles", "200"], "exceed the 1347 training images"),
+        (["simulate", "--step", "0"], "must be >= 1"),
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_bad_arguments(args, message, capsys):
+def test_bad_arguments(args, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
-        main(args)
+        main([*args, "--out", str(tmp_path / "x"), *FAST] if args[0] == "simulate" else args)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
 
 
-def test_no_command_prints_help(capsys):
+def test_image_folder_skips_unreadable_files_by_name(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(6):
+            arr = rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / "imgs" / label / f"{i}.png")
+    (tmp_path / "imgs" / "dogs" / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "imgs" / "dogs" / "notes.txt").write_text("ignored: not an image suffix")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable.*broken\.png"):
+        data = load_dataset(tmp_path / "imgs", seed=0, test_size=0.25)
+    assert len(data.y_train) + len(data.y_test) == 12
+    assert list(data.classes) == ["cats", "dogs"]
+    assert data.skipped and "broken.png" in data.skipped[0]
+
+
+def test_image_folder_with_a_tiny_backbone(tmp_path):
+    """The whole loop on images: frozen embeddings of a tiny ViT, then logreg."""
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for k, label in enumerate(("a", "b")):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(10):
+            arr = np.full((14, 14, 3), 60 + 120 * k, np.uint8) + rng.integers(0, 30, (14, 14, 3))
+            Image.fromarray(arr.astype(np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+    config = SimulationConfig(
+        dataset=str(tmp_path / "imgs"),
+        mode="one-shot",
+        strategies=["random", "kcenter"],
+        seeds=[0],
+        budgets=[4],
+        features="backbone",
+        backbone="vit_small_patch14_dinov2",
+        pretrained=False,
+        img_size=14,
+        backbone_kwargs={"depth": 1, "embed_dim": 16, "num_heads": 2, "global_pool": "avg"},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = simulate(config, tmp_path / "res", progress=False)
+    assert len(res["cells"]) == 2
+    assert list((tmp_path / "res" / "cache").glob("embeddings-*.npy"))
+
+
+def test_demo_and_help(tmp_path, capsys):
+    assert main(["demo", "--seeds", "0", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "one-shot" in out and "iterative" in out and "labels to reach" in out
     assert main([]) == 0
-    assert "demo" in capsys.readouterr().out
-
-
-def test_module_entry_point_help():
     proc = subprocess.run(
-        [sys.executable, "-m", "peal_sk", "demo", "--help"],
+        [sys.executable, "-m", "peal_sk", "simulate", "--help"],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "--budgets" in proc.stdout and "--force" in proc.stdout
+    assert "--budgets" in proc.stdout and "--force" in proc.stdout and "--models" in proc.stdout
+
+
+def test_linear_probe_vs_lora_at_equal_budgets(tmp_path):
+    """models=["linear", "lora"]: PEALClassifier on the images, retrained every cycle."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    y = np.arange(40) % 2
+    X = np.where(y[:, None, None, None] == 1, 170, 60) + rng.integers(0, 40, (40, 14, 14, 3))
+    path = tmp_path / "imgs.npz"
+    np.savez(path, X=X.astype(np.uint8), y=y)
+    config = SimulationConfig(
+        dataset=str(path),
+        strategies=["entropy"],
+        models=["linear", "lora"],
+        seeds=[0],
+        initial=4,
+        step=4,
+        cycles=1,
+        epochs=2,
+        backbone="vit_small_patch14_dinov2",
+        pretrained=False,
+        img_size=14,
+        backbone_kwargs={"depth": 1, "embed_dim": 16, "num_heads": 2, "global_pool": "avg"},
+    )
+    res = simulate(config, tmp_path / "res", progress=False)
+    assert {c["model"] for c in res["cells"]} == {"linear", "lora"}
+    assert all(c["n_labels"] == [4, 8] for c in res["cells"])
+    assert "| linear | entropy |" in res["table"] and "| lora | entropy |" in res["table"]

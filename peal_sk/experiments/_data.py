@@ -1,0 +1,165 @@
+"""Datasets for ``peal-sk simulate``: built-in names, ``.npz`` files and image folders."""
+
+# SPDX-License-Identifier: BSD-3-Clause
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["BUILTIN", "Dataset", "load_dataset"]
+
+#: Built-in datasets (shipped with a dependency: nothing is downloaded).
+BUILTIN = {"digits": "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes"}
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class Dataset:
+    """Train/test split of one dataset.
+
+    ``X_*`` are images (arrays or file paths) when ``kind == "images"``, feature rows
+    when ``kind == "features"``; ``features_*`` hold the raw pixels as features when a
+    dataset has both (digits).
+    """
+
+    name: str
+    kind: str
+    X_train: object
+    y_train: np.ndarray
+    X_test: object
+    y_test: np.ndarray
+    classes: np.ndarray
+    features_train: np.ndarray = None
+    features_test: np.ndarray = None
+    skipped: tuple = ()
+
+
+def _split(X, y, seed, test_size):
+    from sklearn.model_selection import train_test_split
+
+    idx_train, idx_test = train_test_split(
+        np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed
+    )
+    return idx_train, idx_test
+
+
+def _take(X, idx):
+    return [X[i] for i in idx] if isinstance(X, list) else X[idx]
+
+
+def _from_arrays(name, X, y, seed, test_size, X_test=None, y_test=None):
+    y = np.asarray(y)
+    if X_test is None:
+        tr, te = _split(X, y, seed, test_size)
+        X, X_test, y, y_test = _take(X, tr), _take(X, te), y[tr], y[te]
+    X_arr = X if isinstance(X, list) else np.asarray(X)
+    kind = "features" if not isinstance(X_arr, list) and X_arr.ndim == 2 else "images"
+    return Dataset(
+        name, kind, X_arr, y, X_test, np.asarray(y_test), np.unique(np.concatenate([y, y_test]))
+    )
+
+
+def _image_folder(root, seed, test_size):
+    """One sub-folder per class; unreadable files are skipped with a warning naming them."""
+    from PIL import Image
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise ValueError(
+            f"dataset folder {root} must hold one sub-folder per class (at least 2); found "
+            f"{classes}."
+        )
+    paths, labels, skipped = [], [], []
+    for label in classes:
+        for path in sorted((root / label).rglob("*")):
+            if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            try:
+                with Image.open(path) as im:
+                    im.verify()
+            except Exception as exc:  # noqa: BLE001 - any decoder error means unreadable
+                skipped.append(f"{path} ({type(exc).__name__}: {exc})")
+                continue
+            paths.append(str(path))
+            labels.append(label)
+    if skipped:
+        shown = "; ".join(skipped[:10]) + (
+            f"; ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        )
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image file(s) in {root}: {shown}", stacklevel=3
+        )
+    if not paths:
+        raise ValueError(f"dataset folder {root} holds no readable images ({IMAGE_EXTENSIONS}).")
+    paths = np.asarray(paths, dtype=object)
+    data = _from_arrays(str(root), paths, np.asarray(labels), seed, test_size)
+    data.X_train, data.X_test = list(data.X_train), list(data.X_test)
+    data.kind = "images"
+    data.skipped = tuple(skipped)
+    return data
+
+
+def load_dataset(spec, *, seed=0, test_size=0.25):
+    """Load ``spec`` and split it (stratified, seeded) unless it has its own test split.
+
+    Parameters
+    ----------
+    spec : str or path-like
+        ``"digits"``; a ``.npz`` with ``X``, ``y`` (or ``X_train``, ``y_train``,
+        ``X_test``, ``y_test``): images (N, H, W[, C]) or features (N, d); or a folder
+        with one sub-folder of images per class.
+    seed : int, default=0
+    test_size : float, default=0.25
+
+    Returns
+    -------
+    Dataset
+    """
+    if str(spec) == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        tr, te = _split(digits.data, digits.target, seed, test_size)
+        images = (digits.images * (255 / 16)).round().astype(np.uint8)
+        return Dataset(
+            "digits",
+            "images",
+            images[tr],
+            digits.target[tr],
+            images[te],
+            digits.target[te],
+            np.unique(digits.target),
+            features_train=digits.data[tr],
+            features_test=digits.data[te],
+        )
+    path = Path(os.fspath(spec))
+    if path.is_dir():
+        return _image_folder(path, seed, test_size)
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as npz:
+            keys = set(npz.files)
+            if {"X_train", "y_train", "X_test", "y_test"} <= keys:
+                return _from_arrays(
+                    path.name,
+                    npz["X_train"],
+                    npz["y_train"],
+                    seed,
+                    test_size,
+                    npz["X_test"],
+                    npz["y_test"],
+                )
+            if {"X", "y"} <= keys:
+                return _from_arrays(path.name, npz["X"], npz["y"], seed, test_size)
+            raise ValueError(
+                f"{path} must hold arrays X and y (or X_train, y_train, X_test, y_test); "
+                f"it has {sorted(keys)}."
+            )
+    known = ", ".join(BUILTIN)
+    raise ValueError(
+        f"unknown dataset {str(spec)!r}: expected a built-in name ({known}), a .npz file or "
+        "an image folder with one sub-folder per class."
+    )

@@ -167,6 +167,10 @@ def build_parser():
         "--force", action="store_true", help="replace results of another configuration in --out"
     )
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from .project._cli import add_project_parser
+
+    add_project_parser(sub)
     return parser
 
 
@@ -190,6 +194,10 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
+        if args.command == "project":
+            from .project._cli import run_project
+
+            return run_project(args)
         if args.command == "demo":
             for mode, strategies in (("one-shot", DEMO_ONE_SHOT), ("iterative", DEMO_ITERATIVE)):
                 config = SimulationConfig(

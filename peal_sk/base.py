@@ -192,6 +192,22 @@ class BaseSelector(BaseEstimator):
 
     Users can subclass it to write their own strategy and check it with
     :func:`peal_sk.utils.estimator_checks.check_selector`.
+
+    Examples
+    --------
+    A strategy with a per-sample score: the pool samples farthest from the pool's mean.
+
+    >>> import numpy as np
+    >>> from peal_sk.base import BaseSelector
+    >>> class FarthestFromMean(BaseSelector):
+    ...     def __init__(self, *, random_state=None):
+    ...         self.random_state = random_state
+    ...     def _score(self, ctx):
+    ...         emb = ctx.pool_embeddings()
+    ...         return np.linalg.norm(emb - emb.mean(axis=0), axis=1)
+    >>> X = np.array([[0.0], [1.0], [-5.0], [2.0]])
+    >>> FarthestFromMean(random_state=0).select(X, 2).tolist()
+    [2, 3]
     """
 
     _parameter_constraints: dict = {"random_state": ["random_state", np.random.Generator]}
@@ -278,6 +294,20 @@ class BaseSelector(BaseEstimator):
 
     def score_samples(self, X_pool, *, classifier=None, X_labeled=None, y_labeled=None):
         """Per-sample informativeness score (see ``_greater_is_better`` for the direction).
+
+        Strategies without a per-sample score (k-centre, including
+        ``FeatureDistanceSelector(mode="kcenter")``, ActiveFT, k-means, random, the
+        class-balanced and hybrid strategies) raise ``NotImplementedError``.
+
+        Parameters
+        ----------
+        X_pool : array-like of shape (n_pool, ...)
+            Unlabelled pool: features, images or whatever ``classifier`` accepts.
+        classifier : estimator or learner, default=None
+            Model used for probabilities and embeddings (strategy dependent).
+        X_labeled, y_labeled : array-like, default=None
+            Labelled data (default: what :meth:`fit` stored, else the learner's
+            ``X_training`` / ``y_training``).
 
         Returns
         -------

@@ -149,6 +149,13 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
     def fit(self, X=None, y=None):
         """Load the backbone (nothing is trained).
 
+        Parameters
+        ----------
+        X : ignored
+            Not used; present for the scikit-learn API (``Pipeline.fit``).
+        y : ignored
+            Not used.
+
         Returns
         -------
         self : BackboneEmbedder
@@ -188,7 +195,7 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        embeddings : ndarray of shape (n_samples, n_features_out_), float32
+        embeddings : ndarray of shape (n_samples, n_features_out), float32
         """
         check_is_fitted(self, "n_features_out_")
         source = check_images(X, name="X")
@@ -244,5 +251,16 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         return emb
 
     def get_feature_names_out(self, input_features=None):
+        """Output feature names: ``embedding0``, ``embedding1``, ...
+
+        Parameters
+        ----------
+        input_features : ignored
+            Not used; the output does not depend on input feature names.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects, shape (n_features_out,)
+        """
         check_is_fitted(self, "n_features_out_")
         return np.asarray([f"embedding{i}" for i in range(self.n_features_out_)], dtype=object)

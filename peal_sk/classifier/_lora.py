@@ -34,6 +34,23 @@ def auto_target_modules(module, last_blocks=None):
     -------
     names : list of str
         Full module names, in model order.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from peal_sk.classifier import auto_target_modules
+    >>> class Block(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.qkv, self.proj = nn.Linear(8, 24), nn.Linear(8, 8)
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.blocks = nn.Sequential(Block(), Block())
+    >>> auto_target_modules(Net())
+    ['blocks.0.qkv', 'blocks.1.qkv']
+    >>> auto_target_modules(Net(), last_blocks=1)
+    ['blocks.1.qkv']
     """
     linear = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
     names = [n for n, _ in linear if n.split(".")[-1] == "qkv"]
@@ -64,17 +81,32 @@ def inject_lora(module, *, r, alpha, dropout=0.0, target_modules="auto", last_bl
     Parameters
     ----------
     module : torch.nn.Module
-    r, alpha, dropout : LoRA rank, scaling numerator and dropout.
+    r : int
+        LoRA rank.
+    alpha : float
+        Scaling numerator: the adapter update is scaled by ``alpha / r``.
+    dropout : float, default=0.0
+        LoRA dropout (on the adapters' input).
     target_modules : "auto" or list of str, default="auto"
         Full module names or name suffixes (peft's matching); "auto" uses
         :func:`auto_target_modules`.
-    last_blocks : int or None
+    last_blocks : int or None, default=None
         With "auto": adapt only the last ``last_blocks`` blocks.
 
     Returns
     -------
     targets : list of str
         The full names of the adapted layers.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from peal_sk.classifier import inject_lora
+    >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> inject_lora(net, r=4, alpha=4, target_modules=["0"])
+    ['0']
+    >>> sorted(name for name, p in net.named_parameters() if p.requires_grad)
+    ['0.lora_A.default.weight', '0.lora_B.default.weight']
     """
     from peft import LoraConfig, inject_adapter_in_model
 

@@ -459,11 +459,28 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def fit_transform(self, X, y):
-        """Fit on ``(X, y)``, then return the adapted embeddings of ``X``."""
+        """Fit on ``(X, y)``, then return the adapted embeddings of ``X``.
+
+        Parameters
+        ----------
+        X : images
+            As in :meth:`fit`.
+        y : array-like of shape (n_samples,)
+            Labels.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, n_features_out), float32
+        """
         return self.fit(X, y).transform(X)
 
     def predict_proba(self, X):
         """Class probabilities, one column per ``classes_`` entry.
+
+        Parameters
+        ----------
+        X : images
+            As in :meth:`fit`.
 
         Returns
         -------
@@ -479,16 +496,31 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         return np.asarray(proba, dtype=np.float64)
 
     def predict(self, X):
-        """Predicted class labels (``classes_`` values, not indices)."""
+        """Predicted class labels (``classes_`` values, not indices).
+
+        Parameters
+        ----------
+        X : images
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
         proba = self.predict_proba(X)  # checks fitted before touching classes_
         return self.classes_[np.argmax(proba, axis=1)]
 
     def transform(self, X):
         """Embeddings of ``X``: the adapted backbone's after fit, the pretrained one's before.
 
+        Parameters
+        ----------
+        X : images
+            As in :meth:`fit`.
+
         Returns
         -------
-        embeddings : ndarray of shape (n_samples, n_features_out)
+        embeddings : ndarray of shape (n_samples, n_features_out), float32
         """
         self._validate_params()
         source = self._check_input(X)

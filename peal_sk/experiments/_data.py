@@ -24,6 +24,35 @@ class Dataset:
     ``X_*`` are images (arrays or file paths) when ``kind == "images"``, feature rows
     when ``kind == "features"``; ``features_*`` hold the raw pixels as features when a
     dataset has both (digits).
+
+    Attributes
+    ----------
+    name : str
+        ``"digits"``, or the name of the ``.npz`` file or image folder.
+    kind : {"images", "features"}
+        What ``X_train`` and ``X_test`` hold.
+    X_train, X_test : ndarray or list
+        Training and test samples: images (an array, or a list of file paths for an
+        image folder) or feature rows.
+    y_train, y_test : ndarray of shape (n_train,) and (n_test,)
+        Their labels.
+    classes : ndarray
+        Every label of the dataset, sorted.
+    features_train, features_test : ndarray of shape (n_train, n_features) or None
+        Raw pixels as feature rows, for datasets that have both (digits); else None.
+    skipped : tuple of str
+        Unreadable files of an image folder, with the reason (they are left out).
+
+    See Also
+    --------
+    load_dataset : Builds it.
+
+    Examples
+    --------
+    >>> from peal_sk.experiments import load_dataset
+    >>> data = load_dataset("digits", seed=0)
+    >>> data.kind, data.X_train.shape, data.features_train.shape, len(data.classes)
+    ('images', (1347, 8, 8), (1347, 64), 10)
     """
 
     name: str
@@ -118,6 +147,13 @@ def load_dataset(spec, *, seed=0, test_size=0.25):
     Returns
     -------
     Dataset
+
+    Examples
+    --------
+    >>> from peal_sk.experiments import load_dataset
+    >>> data = load_dataset("digits", seed=0, test_size=0.25)
+    >>> data.name, len(data.y_train), len(data.y_test)
+    ('digits', 1347, 450)
     """
     if str(spec) == "digits":
         from sklearn.datasets import load_digits

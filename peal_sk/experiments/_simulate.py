@@ -61,11 +61,25 @@ class SimulationConfig:
     backbone, pretrained, img_size, backbone_kwargs, epochs, lr
         The backbone and PEALClassifier
         settings ("linear" / "lora" models, "backbone" features).
-    initial, step, cycles : iterative schedule (random initial labels, labels per cycle).
-    budgets : one-shot label budgets.
+    initial, step, cycles : int
+        Iterative schedule: random initial labels, labels per cycle, number of cycles.
+    budgets : list of int
+        One-shot label budgets.
     bilaf_cores : float or int
         ``n_cores`` of BiLAF (default 1/3 of each budget when None).
     test_size : float
+        Test fraction, for datasets without a test split of their own.
+
+    See Also
+    --------
+    simulate : Runs it.
+
+    Examples
+    --------
+    >>> from peal_sk.experiments import SimulationConfig
+    >>> config = SimulationConfig(strategies=["random", "margin"], seeds=[0], cycles=2)
+    >>> config.validate().mode, len(config.digest())
+    ('iterative', 16)
     """
 
     dataset: str = "digits"
@@ -88,6 +102,12 @@ class SimulationConfig:
     test_size: float = 0.25
 
     def validate(self):
+        """Check the configuration; raise ``ValueError`` naming what is wrong.
+
+        Returns
+        -------
+        self : SimulationConfig
+        """
         if self.mode not in ("iterative", "one-shot"):
             raise ValueError(f"mode must be 'iterative' or 'one-shot'; got {self.mode!r}.")
         allowed = ITERATIVE if self.mode == "iterative" else ONE_SHOT
@@ -111,6 +131,13 @@ class SimulationConfig:
         return self
 
     def digest(self):
+        """Short hash of every field: the identity of a run's results.
+
+        Returns
+        -------
+        digest : str
+            16 hexadecimal characters.
+        """
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -334,6 +361,20 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     Returns
     -------
     results : dict
+        What ``results.json`` holds (``config``, ``targets``, ``cells``: one dict per
+        (model, strategy, seed) with ``n_labels`` and ``accuracy`` per cycle or budget,
+        ``wall_time_s``), plus ``table`` (the markdown table) and ``plot`` (the path of
+        ``curves.png``, None without matplotlib).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from peal_sk.experiments import SimulationConfig, simulate
+    >>> config = SimulationConfig(strategies=["random", "margin"], seeds=[0], cycles=2)
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     results = simulate(config, out, progress=False, log=lambda message: None)
+    >>> [(cell["strategy"], cell["n_labels"]) for cell in results["cells"]]
+    [('random', [10, 20, 30]), ('margin', [10, 20, 30])]
     """
     config.validate()
     out = Path(out)

@@ -32,6 +32,20 @@ class QueryRecord:
         Size of the pool that was queried.
     strategy : str
         Name of the query strategy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from peal_sk import ActiveLearner
+    >>> from peal_sk.selection import random_sampling
+    >>> X, y = np.arange(20.0).reshape(10, 2), np.array([0, 1] * 5)
+    >>> learner = ActiveLearner(LogisticRegression(), random_sampling, X[:4], y[:4],
+    ...                         random_state=0)
+    >>> _ = learner.query(X[4:], n_instances=2)
+    >>> record = learner.history_[0]
+    >>> record.cycle, record.query_idx.shape, record.n_labeled, record.n_pool, record.strategy
+    (0, (2,), 4, 6, 'random_sampling')
     """
 
     cycle: int
@@ -217,6 +231,17 @@ class ActiveLearner:
     def fit(self, X, y, bootstrap=False, **fit_kwargs):
         """Forget the training data, store ``(X, y)`` and fit the estimator on it.
 
+        Parameters
+        ----------
+        X : array-like
+            Labelled samples, in any form the estimator accepts.
+        y : array-like of shape (n_samples,)
+            Their labels.
+        bootstrap : bool, default=False
+            Fit on a bootstrap sample of ``(X, y)``.
+        **fit_kwargs
+            Passed to ``estimator.fit``.
+
         Returns
         -------
         self : ActiveLearner
@@ -249,6 +274,23 @@ class ActiveLearner:
 
     def query(self, X_pool, *query_args, return_metrics=False, **query_kwargs):
         """Ask the strategy for the most informative samples of ``X_pool``.
+
+        The query is recorded in :attr:`history_`.
+
+        Parameters
+        ----------
+        X_pool : array-like
+            The pool: an array, a sparse matrix, a DataFrame, a list (of images or file
+            paths), in any form the estimator and the strategy accept.
+        *query_args
+            Passed to the strategy after ``X_pool`` (modAL style: ``n_instances``).
+        return_metrics : bool, default=False
+            Also return the strategy's scores of the returned samples.
+        **query_kwargs
+            Passed to the strategy, e.g. ``n_instances=10`` or ``n_cores=30`` for
+            :func:`~peal_sk.selection.bilaf`. Unless ``random_state`` is among them, a
+            strategy that accepts one gets a fresh seed drawn from the learner's
+            ``random_state``.
 
         Returns
         -------
@@ -311,15 +353,56 @@ class ActiveLearner:
         return query_idx, X_query
 
     def predict(self, X, **predict_kwargs):
-        """``estimator.predict(X)``."""
+        """``estimator.predict(X)``.
+
+        Parameters
+        ----------
+        X : array-like
+            Samples to predict.
+        **predict_kwargs
+            Passed to ``estimator.predict``.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            What the estimator predicts.
+        """
         return self.estimator.predict(X, **predict_kwargs)
 
     def predict_proba(self, X, **predict_proba_kwargs):
-        """``estimator.predict_proba(X)``."""
+        """``estimator.predict_proba(X)``.
+
+        Parameters
+        ----------
+        X : array-like
+            Samples to predict.
+        **predict_proba_kwargs
+            Passed to ``estimator.predict_proba``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Class probabilities from the estimator.
+        """
         return self.estimator.predict_proba(X, **predict_proba_kwargs)
 
     def score(self, X, y, **score_kwargs):
-        """``estimator.score(X, y)`` (accuracy for classifiers)."""
+        """``estimator.score(X, y)`` (accuracy for classifiers).
+
+        Parameters
+        ----------
+        X : array-like
+            Test samples.
+        y : array-like of shape (n_samples,)
+            Their true labels.
+        **score_kwargs
+            Passed to ``estimator.score``.
+
+        Returns
+        -------
+        score : float
+            The estimator's score.
+        """
         return self.estimator.score(X, y, **score_kwargs)
 
     def __repr__(self):

@@ -259,6 +259,15 @@ def activeft_select(
     info : dict
         ``loss`` (per iteration), ``centroids`` (final, normalised), ``order`` (the
         selected samples in centroid order), ``n_refresh`` (full similarity passes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peal_sk.selection import activeft_select
+    >>> X = np.random.default_rng(0).normal(size=(100, 4))
+    >>> idx, info = activeft_select(X, 5, np.random.default_rng(0), max_iter=20)
+    >>> idx.shape, info["loss"].shape, info["centroids"].shape
+    ((5,), (20,), (5, 4))
     """
     n = X.shape[0]
     f = _normalize(X.astype(np.float32 if X.dtype == np.float32 else np.float64))

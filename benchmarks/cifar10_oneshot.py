@@ -32,6 +32,11 @@ Protocol
   ``KNeighborsClassifier``) among the labelled subset.
 * Linear probe: ``LogisticRegression(C=1.0, lbfgs)`` on features standardised with the
   mean and std of the whole (unlabelled) training pool; convergence is checked.
+* BiLAF's cores depend on the seed only: they are computed once per seed and passed as
+  ``core_indices`` for the other budgets (same selection, ``--check-core-reuse``); each
+  run is still charged the full core time.
+* ``--threads 1`` (default) for torch, BLAS and OpenMP: on a shared 2-core machine two
+  threads stall whenever another process holds a core.
 """
 
 import argparse

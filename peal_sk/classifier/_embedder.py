@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._images import ImageDataset, check_images, make_transform
-from ._peal import pristine_backbone
+from ._peal import autocast, pristine_backbone, resolve_device
 
 __all__ = ["BackboneEmbedder"]
 
@@ -142,9 +142,7 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         )
 
     def _device(self):
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        return resolve_device(self.device)
 
     def fit(self, X=None, y=None):
         """Load the backbone (nothing is trained).
@@ -228,13 +226,11 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
 
             loader = tqdm(loader, desc="embedding", unit="batch")
         out = []
-        device_type = "cuda" if str(device).startswith("cuda") else "cpu"
         with torch.no_grad():
             for xb, _ in loader:
-                with torch.autocast(
-                    device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
-                ):
-                    out.append(model(xb.to(device)).float().cpu())
+                xb = xb.to(device)
+                with autocast(xb, self.precision):
+                    out.append(model(xb).float().cpu())
         emb = torch.cat(out).numpy().astype(np.float32, copy=False)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,19 @@ def _pristine_backbone(backbone, pretrained, checkpoint_path, stamp, img_size, k
     return model, data_config
 
 
+def resolve_device(device):
+    """``"auto"``: CUDA when available, else the CPU; anything else unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def autocast(x, precision):
+    """bfloat16 autocast on ``x``'s device when ``precision == "bf16"``, else a no-op."""
+    device_type = x.device.type if x.device.type in ("cpu", "cuda") else "cpu"
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 class _PEALModule(nn.Module):
     """Backbone + linear head; the forward pass runs under bf16 autocast when asked.
 
@@ -68,8 +81,7 @@ class _PEALModule(nn.Module):
         self.token_input = False
 
     def _autocast(self, x):
-        device_type = x.device.type if x.device.type in ("cpu", "cuda") else "cpu"
-        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return autocast(x, self.precision)
 
     def prefix(self, x):
         b = self.backbone
@@ -281,9 +293,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
 
     # -- helpers ------------------------------------------------------------------------
     def _device(self):
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        return resolve_device(self.device)
 
     def _backbone_and_config(self):
         """A fresh copy of the pretrained backbone (sklearn semantics: refit from scratch)."""
@@ -316,8 +326,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         return source
 
     def _autocast(self, backbone, x):
-        device_type = x.device.type if x.device.type in ("cpu", "cuda") else "cpu"
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with autocast(x, self.precision):
             return backbone(x).float()
 
     def _frozen_embed(self, x):
@@ -489,7 +498,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         source = self._check_input(X)
         if self.finetune == "linear":
-            feats = self.transform(X)
+            feats = self._embed(self._frozen_embed, source, self.data_config_)
             proba = self.net_.predict_proba(torch.as_tensor(feats))
         else:
             proba = self.net_.predict_proba(self._dataset(source, None, self.data_config_))

@@ -204,10 +204,6 @@ class _ClusterDistances:
             np.sqrt(Du, out=Du)
             self.D = Du if len(self.U) == self.n else Du[np.ix_(self.inv, self.inv)]
 
-    @property
-    def nbytes(self):
-        return 0 if self.D is None else self.D.nbytes
-
     def _block(self, ru, cu):
         D2 = self.U[ru] @ self.U[cu].T
         D2 *= -2

@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -634,7 +635,11 @@ class Project:
                 im.thumbnail((_THUMB, _THUMB))
                 buf = io.BytesIO()
                 im.save(buf, format="JPEG", quality=80)
-        except Exception:  # noqa: BLE001 - a sheet without one thumbnail is still useful
+        except Exception as exc:  # noqa: BLE001 - a sheet without one thumbnail is still useful
+            warnings.warn(
+                f"no thumbnail for {rel} in the contact sheet ({type(exc).__name__}: {exc})",
+                stacklevel=2,
+            )
             return ""
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 

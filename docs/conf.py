@@ -37,6 +37,7 @@ extensions = [
     "sphinx_gallery.gen_gallery",
     "md_include",  # docs/_ext: CHANGELOG.md and benchmarks/README.md, converted
     "peal_sk_refs",  # docs/_ext: peal_sk.X re-exports resolve to their documented page
+    "selector_table",  # docs/_ext: the strategy table, generated from the registry
 ]
 
 templates_path = ["_templates"]

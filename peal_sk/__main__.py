@@ -42,7 +42,7 @@ def _fraction_or_int(text):
 
 
 def build_parser():
-    from .experiments import BUILTIN, ITERATIVE, MODELS, ONE_SHOT
+    from .experiments import BUILTIN, MODELS, strategies_for_mode
 
     parser = argparse.ArgumentParser(
         prog="peal-sk",
@@ -92,8 +92,17 @@ def build_parser():
         "--strategies",
         nargs="+",
         default=None,
-        help=f"iterative: {', '.join(ITERATIVE)}; one-shot: {', '.join(ONE_SHOT)} "
-        "(default: random entropy margin featdist / all one-shot ones)",
+        help=f"iterative: {', '.join(strategies_for_mode('iterative'))}; one-shot: "
+        f"{', '.join(strategies_for_mode('one-shot'))} "
+        f"(default: {' '.join(DEMO_ITERATIVE[:4])} / {' '.join(DEMO_ONE_SHOT)})",
+    )
+    sim.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="STRATEGY.NAME=VALUE",
+        help="a parameter of a strategy, e.g. bilaf.n_cores=30 or bilaf.core_selector=kcenter "
+        "(repeatable; values are JSON, else strings)",
     )
     sim.add_argument(
         "--models",
@@ -144,7 +153,8 @@ def build_parser():
         "--bilaf-cores",
         type=_fraction_or_int,
         default=None,
-        help="BiLAF n_cores: an int, or a fraction of the pool (default: a third of each budget)",
+        help="BiLAF n_cores: an int, or a fraction of the pool (default: a third of each "
+        "budget); the same as --param bilaf.n_cores=N",
     )
     sim.add_argument(
         "--seeds",
@@ -187,6 +197,7 @@ def _report(results, out):
 def main(argv=None):
     """Entry point of the ``peal-sk`` console script."""
     from .experiments import SimulationConfig, simulate
+    from .selection import parse_selector_params
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -215,11 +226,7 @@ def main(argv=None):
             return 0
         strategies = args.strategies
         if strategies is None:
-            strategies = (
-                ["random", "entropy", "margin", "featdist"]
-                if args.mode == "iterative"
-                else DEMO_ONE_SHOT
-            )
+            strategies = DEMO_ITERATIVE[:4] if args.mode == "iterative" else DEMO_ONE_SHOT
         config = SimulationConfig(
             dataset=args.dataset,
             mode=args.mode,
@@ -236,6 +243,7 @@ def main(argv=None):
             cycles=args.cycles,
             budgets=args.budgets,
             bilaf_cores=args.bilaf_cores,
+            strategy_params=parse_selector_params(args.param),
         )
         out = args.out or Path("results") / f"{Path(str(args.dataset)).stem}-{args.mode}"
         results = simulate(

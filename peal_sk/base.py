@@ -14,10 +14,15 @@ A selector has three faces that share one implementation (:meth:`BaseSelector._q
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import functools
+from dataclasses import dataclass, field, fields
+
 import numpy as np
+from sklearn import config_context, get_config
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
+from sklearn.utils import Tags
 
 from .utils._validation import (
     check_features,
@@ -27,7 +32,100 @@ from .utils._validation import (
     n_samples,
 )
 
-__all__ = ["BaseSelector", "QueryContext", "get_embeddings"]
+__all__ = ["BaseSelector", "QueryContext", "SelectorTags", "get_embeddings", "get_selector_tags"]
+
+
+@dataclass(slots=True)
+class SelectorTags:
+    """What a query strategy needs: the capability tags of a selector.
+
+    Read them with :func:`get_selector_tags` (or ``sklearn.utils.get_tags(sel).selector_tags``);
+    a selector class declares them in ``__sklearn_tags__``, the scikit-learn way::
+
+        def __sklearn_tags__(self):
+            tags = super().__sklearn_tags__()
+            tags.selector_tags.requires_proba = True
+            tags.selector_tags.cold_start = False
+            return tags
+
+    Tags may depend on parameters (``FeatureDistanceSelector(mode="kcenter")`` works at a
+    cold start, ``mode="nearest"`` needs labelled data), so they belong to instances.
+
+    Attributes
+    ----------
+    cold_start : bool, default=True
+        Works before anything is labelled: no labels and no fitted model.
+    requires_proba : bool, default=False
+        Needs a fitted classifier with ``predict_proba``.
+    requires_labels : bool, default=False
+        Needs labelled data (``X_labeled`` / ``y_labeled`` or a learner's training set).
+    uses_embeddings : bool, default=False
+        Compares samples in feature space (the classifier's ``transform``, a Pipeline's
+        steps before its final estimator, or the features themselves).
+    """
+
+    cold_start: bool = True
+    requires_proba: bool = False
+    requires_labels: bool = False
+    uses_embeddings: bool = False
+
+
+@dataclass
+class _Tags(Tags):
+    """scikit-learn's :class:`~sklearn.utils.Tags` plus the selector tags."""
+
+    selector_tags: SelectorTags = field(default_factory=SelectorTags)
+
+
+def get_selector_tags(selector):
+    """The :class:`SelectorTags` of a selector instance.
+
+    Parameters
+    ----------
+    selector : BaseSelector
+        A selector instance (tags can depend on its parameters).
+
+    Returns
+    -------
+    tags : SelectorTags
+
+    Examples
+    --------
+    >>> from peal_sk.base import get_selector_tags
+    >>> from peal_sk.selection import EntropySelector
+    >>> tags = get_selector_tags(EntropySelector())
+    >>> tags.cold_start, tags.requires_proba
+    (False, True)
+    """
+    tags = getattr(selector, "__sklearn_tags__", lambda: None)()
+    if not isinstance(getattr(tags, "selector_tags", None), SelectorTags):
+        raise TypeError(
+            f"{type(selector).__name__} has no selector tags; derive it from "
+            "peal_sk.base.BaseSelector."
+        )
+    return tags.selector_tags
+
+
+def _selector_context(method):
+    """Validate the selector's parameters once per public call, as ``_fit_context`` does.
+
+    Honours ``sklearn.config_context(skip_parameter_validation=True)``. Inside the call,
+    nested validation (scikit-learn estimators and helper functions the strategy calls
+    with parameters it built itself) is skipped unless the class sets
+    ``_prefer_skip_nested_validation = False`` (composites whose sub-selectors come from
+    the user).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        global_skip = get_config()["skip_parameter_validation"]
+        if not global_skip:
+            self._validate_params()
+        skip = global_skip or self._prefer_skip_nested_validation
+        with config_context(skip_parameter_validation=skip):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _unwrap(classifier):
@@ -210,10 +308,23 @@ class BaseSelector(BaseEstimator):
     [2, 3]
     """
 
+    #: ``random_state`` is declared here once; subclasses extend the dict with
+    #: ``{**BaseSelector._parameter_constraints, "param": [...]}``. A subclass without a
+    #: ``random_state`` parameter works too (its queries are seeded by the caller's).
     _parameter_constraints: dict = {"random_state": ["random_state", np.random.Generator]}
     #: whether a larger ``score_samples`` value means a more informative sample
     _greater_is_better = True
+    #: skip the validation of nested calls (see :func:`_selector_context`)
+    _prefer_skip_nested_validation = True
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        return _Tags(
+            **{f.name: getattr(tags, f.name) for f in fields(tags)},
+            selector_tags=SelectorTags(),
+        )
+
+    @_selector_context
     def fit(self, X_labeled=None, y_labeled=None):
         """Remember labelled data to use when a query gives none.
 
@@ -226,7 +337,6 @@ class BaseSelector(BaseEstimator):
         -------
         self : object
         """
-        self._validate_params()
         if X_labeled is not None and y_labeled is None:
             raise ValueError("X_labeled was given without y_labeled; pass both.")
         if X_labeled is not None and y_labeled is not None:
@@ -240,6 +350,7 @@ class BaseSelector(BaseEstimator):
         return self
 
     # -- the three public faces ------------------------------------------------------
+    @_selector_context
     def select(self, X_pool, n_instances=1, *, classifier=None, X_labeled=None, y_labeled=None):
         """Choose ``n_instances`` samples of the pool.
 
@@ -262,6 +373,7 @@ class BaseSelector(BaseEstimator):
         """
         return self._run(classifier, X_pool, n_instances, X_labeled, y_labeled, None)[0]
 
+    @_selector_context
     def __call__(
         self,
         classifier,
@@ -292,6 +404,7 @@ class BaseSelector(BaseEstimator):
         """
         return self._run(classifier, X_pool, n_instances, X_labeled, y_labeled, random_state)
 
+    @_selector_context
     def score_samples(self, X_pool, *, classifier=None, X_labeled=None, y_labeled=None):
         """Per-sample informativeness score (see ``_greater_is_better`` for the direction).
 
@@ -313,7 +426,6 @@ class BaseSelector(BaseEstimator):
         -------
         scores : ndarray of shape (n_pool,), dtype=float64
         """
-        self._validate_params()
         ctx = self._context(classifier, X_pool, X_labeled, y_labeled)
         if ctx.n_pool < 1:
             raise ValueError("X_pool is empty (0 samples); there is nothing to score.")
@@ -330,11 +442,11 @@ class BaseSelector(BaseEstimator):
         return QueryContext(X_pool, classifier=classifier, X_labeled=X_labeled, y_labeled=y_labeled)
 
     def _run(self, classifier, X_pool, n_instances, X_labeled, y_labeled, random_state):
-        self._validate_params()
         ctx = self._context(classifier, X_pool, X_labeled, y_labeled)
         n_instances = check_n_instances(n_instances, ctx.n_pool)
         self._check_context(ctx)
-        seed = self.random_state if self.random_state is not None else random_state
+        own = getattr(self, "random_state", None)
+        seed = own if own is not None else random_state
         rng = check_rng(seed)
         idx, scores = self._query(ctx, n_instances, rng)
         idx = np.asarray(idx, dtype=np.intp)

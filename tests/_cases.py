@@ -1,12 +1,10 @@
-"""The registry of selectors that the common tests run over, and the data they use.
+"""The selectors that the common tests run over, and the data they use.
 
-To add a selector, append a :class:`SelectorCase` to :data:`SELECTOR_CASES`. A cold-start
-strategy that needs only 2-D features (no model, no labels) is registered as, e.g.::
-
-    SelectorCase(BiLAFSelector, bilaf_sampling, {}, needs_proba=False, needs_labels=False)
-
-and a parameterised one through ``functools.partial`` (``factory(random_state=0)`` must
-build it) with the same parameters in ``kwargs`` for its function form.
+The cases come from the strategy registry (:func:`peal_sk.selection.list_selectors`):
+every registered strategy is tested, with what it needs read from its tags. Only two
+things are written here: :data:`TEST_PARAMS`, parameters that keep a slow strategy fast
+on the test data (by registry name), and :data:`VARIANTS`, parameter settings of a
+registered strategy that change what it needs (``featdist`` modes).
 """
 
 from functools import partial
@@ -16,37 +14,27 @@ import numpy as np
 from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
 
-from peal_sk.selection import (
-    ActiveFTSelector,
-    BiLAFSelector,
-    ClassBalancedSelector,
-    EntropySelector,
-    FeatureDistanceSelector,
-    HybridSelector,
-    KCenterSelector,
-    KMeansSelector,
-    LeastConfidentSelector,
-    MarginSelector,
-    RandomSelector,
-    activeft_sampling,
-    bilaf_sampling,
-    class_balanced_sampling,
-    entropy_sampling,
-    featdist_sampling,
-    hybrid_sampling,
-    kcenter_sampling,
-    kmeans_sampling,
-    least_confident_sampling,
-    margin_sampling,
-    random_sampling,
-)
+from peal_sk.base import get_selector_tags
+from peal_sk.selection import ActiveFTSelector, get_selector, list_selectors
+
+#: parameters that make a strategy fast on 30 samples (registry name -> params)
+TEST_PARAMS = {
+    "activeft": {"max_iter": 30},
+    "bilaf": {"n_cores": 0.1, "core_selector": ActiveFTSelector(max_iter=30)},
+}
+#: more settings of a registered strategy, each tested like a strategy of its own
+VARIANTS = {
+    "featdist": [{"mode": "nearest"}, {"mode": "kcenter"}],
+}
 
 
 class SelectorCase(NamedTuple):
-    """One entry of the registry.
+    """One selector under test.
 
     Attributes
     ----------
+    name : str
+        Its registry name.
     factory : callable
         ``factory(**params)`` builds the selector (``params`` such as ``random_state``).
     function : callable or None
@@ -54,11 +42,12 @@ class SelectorCase(NamedTuple):
     kwargs : dict
         Keyword arguments the function form needs to behave as ``factory()``.
     needs_proba : bool
-        The strategy needs a classifier with ``predict_proba``.
+        The strategy needs a classifier with ``predict_proba`` (its tags).
     needs_labels : bool
-        The strategy needs labelled data (``X_labeled`` / ``y_labeled``).
+        The strategy needs labelled data (its tags).
     """
 
+    name: str
     factory: Any
     function: Any
     kwargs: dict
@@ -70,67 +59,28 @@ class SelectorCase(NamedTuple):
         return repr(self.factory())
 
 
-def _class_balanced_entropy(**params):
-    return ClassBalancedSelector(EntropySelector(), **params)
+def _cases():
+    cases = []
+    for info in list_selectors():
+        for extra in [{}, *VARIANTS.get(info.name, [])]:
+            params = {**TEST_PARAMS.get(info.name, {}), **extra}
+            factory = partial(get_selector, info.name, **params)
+            tags = get_selector_tags(factory())
+            kwargs = {**info.defaults, **params}
+            cases.append(
+                SelectorCase(
+                    info.name,
+                    factory,
+                    info.function,
+                    kwargs,
+                    needs_proba=tags.requires_proba,
+                    needs_labels=tags.requires_labels,
+                )
+            )
+    return cases
 
 
-SELECTOR_CASES = [
-    SelectorCase(EntropySelector, entropy_sampling, {}, needs_proba=True, needs_labels=False),
-    SelectorCase(MarginSelector, margin_sampling, {}, needs_proba=True, needs_labels=False),
-    SelectorCase(
-        LeastConfidentSelector,
-        least_confident_sampling,
-        {},
-        needs_proba=True,
-        needs_labels=False,
-    ),
-    SelectorCase(
-        partial(FeatureDistanceSelector, mode="class_mean"),
-        featdist_sampling,
-        {"mode": "class_mean"},
-        needs_proba=True,
-        needs_labels=True,
-    ),
-    SelectorCase(
-        partial(FeatureDistanceSelector, mode="nearest"),
-        featdist_sampling,
-        {"mode": "nearest"},
-        needs_proba=False,
-        needs_labels=True,
-    ),
-    SelectorCase(
-        partial(FeatureDistanceSelector, mode="kcenter"),
-        featdist_sampling,
-        {"mode": "kcenter"},
-        needs_proba=False,
-        needs_labels=False,
-    ),
-    SelectorCase(KCenterSelector, kcenter_sampling, {}, needs_proba=False, needs_labels=False),
-    SelectorCase(RandomSelector, random_sampling, {}, needs_proba=False, needs_labels=False),
-    SelectorCase(
-        _class_balanced_entropy,
-        class_balanced_sampling,
-        {},
-        needs_proba=True,
-        needs_labels=True,
-    ),
-    SelectorCase(HybridSelector, hybrid_sampling, {}, needs_proba=True, needs_labels=False),
-    SelectorCase(
-        partial(ActiveFTSelector, max_iter=30),
-        activeft_sampling,
-        {"max_iter": 30},
-        needs_proba=False,
-        needs_labels=False,
-    ),
-    SelectorCase(
-        partial(BiLAFSelector, n_cores=0.1, core_selector=ActiveFTSelector(max_iter=30)),
-        bilaf_sampling,
-        {"n_cores": 0.1, "core_selector": ActiveFTSelector(max_iter=30)},
-        needs_proba=False,
-        needs_labels=False,
-    ),
-    SelectorCase(KMeansSelector, kmeans_sampling, {}, needs_proba=False, needs_labels=False),
-]
+SELECTOR_CASES = _cases()
 
 CASE_IDS = [case.id for case in SELECTOR_CASES]
 

@@ -22,22 +22,36 @@ import numpy as np
 
 from ._data import load_dataset
 
-__all__ = ["ITERATIVE", "ONE_SHOT", "SimulationConfig", "simulate"]
+__all__ = ["MODELS", "SimulationConfig", "simulate", "strategies_for_mode"]
 
-#: strategies of the iterative loop (PEAL): they may use the model and the labels
-ITERATIVE = (
-    "random",
-    "entropy",
-    "margin",
-    "least_confident",
-    "featdist",
-    "kcenter",
-    "hybrid",
-    "class_balanced",
-)
-#: strategies of one-shot selection (BiLAF paper): no labels, no model
-ONE_SHOT = ("random", "kcenter", "kmeans", "activeft", "bilaf")
 MODELS = ("logreg", "linear", "lora")
+
+
+def strategies_for_mode(mode):
+    """Names of the registered strategies a simulation mode can run.
+
+    The iterative loop (PEAL) can run every strategy: after the first labels there is a
+    model and labelled data. One-shot selection (BiLAF paper) runs the cold-start ones,
+    those whose tags say they need neither labels nor a model.
+
+    Parameters
+    ----------
+    mode : {"iterative", "one-shot"}
+
+    Returns
+    -------
+    names : list of str
+
+    Examples
+    --------
+    >>> from peal_sk.experiments import strategies_for_mode
+    >>> "bilaf" in strategies_for_mode("one-shot"), "entropy" in strategies_for_mode("one-shot")
+    (True, False)
+    """
+    from ..selection import list_selectors
+
+    tags = {"cold_start": True} if mode == "one-shot" else {}
+    return [info.name for info in list_selectors(**tags)]
 
 
 @dataclass
@@ -65,8 +79,12 @@ class SimulationConfig:
         Iterative schedule: random initial labels, labels per cycle, number of cycles.
     budgets : list of int
         One-shot label budgets.
+    strategy_params : dict
+        Parameters per strategy, ``{"bilaf": {"n_cores": 30}}`` (the ``--param
+        bilaf.n_cores=30`` options); unset ones take the registry's command-line defaults
+        (BiLAF: a third of each batch as cores).
     bilaf_cores : float or int
-        ``n_cores`` of BiLAF (default 1/3 of each budget when None).
+        Shortcut for ``strategy_params={"bilaf": {"n_cores": ...}}``.
     test_size : float
         Test fraction, for datasets without a test split of their own.
 
@@ -100,6 +118,7 @@ class SimulationConfig:
     budgets: list = field(default_factory=lambda: [20, 40, 80])
     bilaf_cores: object = None
     test_size: float = 0.25
+    strategy_params: dict = field(default_factory=dict)
 
     def validate(self):
         """Check the configuration; raise ``ValueError`` naming what is wrong.
@@ -110,12 +129,24 @@ class SimulationConfig:
         """
         if self.mode not in ("iterative", "one-shot"):
             raise ValueError(f"mode must be 'iterative' or 'one-shot'; got {self.mode!r}.")
-        allowed = ITERATIVE if self.mode == "iterative" else ONE_SHOT
+        allowed = strategies_for_mode(self.mode)
         unknown = [s for s in self.strategies if s not in allowed]
         if unknown:
             raise ValueError(
-                f"unknown strategies {unknown} for mode {self.mode!r}; choose from {list(allowed)}."
+                f"unknown strategies {unknown} for mode {self.mode!r}; choose from {allowed}."
             )
+        from ..selection import get_selector
+
+        for name, params in self.strategy_params.items():
+            if name not in self.strategies:
+                raise ValueError(
+                    f"strategy_params names {name!r}, which is not among the strategies "
+                    f"{list(self.strategies)}."
+                )
+            try:  # a bad parameter fails now, before any work
+                get_selector(name, **params)
+            except TypeError as exc:
+                raise ValueError(f"strategy_params: {exc}") from exc
         bad = [m for m in self.models if m not in MODELS]
         if bad:
             raise ValueError(f"unknown models {bad}; choose from {list(MODELS)}.")
@@ -138,31 +169,21 @@ class SimulationConfig:
         digest : str
             16 hexadecimal characters.
         """
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        fields = dataclasses.asdict(self)
+        if not fields["strategy_params"]:  # runs from before the option keep their digest
+            del fields["strategy_params"]
+        blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # -- pieces -------------------------------------------------------------------------------
-def _strategy(name, *, budget=None, config=None, seed=0):
-    from .. import selection as s
+def _strategy(name, *, n_instances, config, seed=0):
+    from ..selection import make_selector
 
-    if name == "bilaf":
-        cores = config.bilaf_cores
-        if cores is None:
-            cores = max(1, budget // 3)
-        return s.BiLAFSelector(n_cores=cores, random_state=seed)
-    return {
-        "random": lambda: s.RandomSelector(random_state=seed),
-        "entropy": lambda: s.EntropySelector(random_state=seed),
-        "margin": lambda: s.MarginSelector(random_state=seed),
-        "least_confident": lambda: s.LeastConfidentSelector(random_state=seed),
-        "featdist": lambda: s.FeatureDistanceSelector("class_mean", random_state=seed),
-        "kcenter": lambda: s.KCenterSelector(random_state=seed),
-        "hybrid": lambda: s.HybridSelector(random_state=seed),
-        "class_balanced": lambda: s.ClassBalancedSelector(s.EntropySelector(), random_state=seed),
-        "kmeans": lambda: s.KMeansSelector(random_state=seed),
-        "activeft": lambda: s.ActiveFTSelector(random_state=seed),
-    }[name]()
+    params = dict(config.strategy_params.get(name, {}))
+    if name == "bilaf" and config.bilaf_cores is not None:
+        params.setdefault("n_cores", config.bilaf_cores)
+    return make_selector(name, params, n_instances=n_instances, random_state=seed)
 
 
 def _model(name, config, seed, classes):
@@ -231,7 +252,7 @@ def _run_iterative(data, F_train, F_test, model_name, strategy, seed, config):
     pool = np.setdiff1d(np.arange(n), initial)
     learner = ActiveLearner(
         _model(model_name, config, seed, data.classes),
-        _strategy(strategy, config=config, seed=seed),
+        _strategy(strategy, n_instances=config.step, config=config, seed=seed),
         _take(X_train, initial),
         y[initial],
         random_state=seed,
@@ -250,7 +271,8 @@ def _run_one_shot(data, F_train, F_test, model_name, strategy, seed, config):
     images = model_name != "logreg"
     n_labels, acc = [], []
     for budget in config.budgets:
-        idx = _strategy(strategy, budget=budget, config=config, seed=seed).select(F_train, budget)
+        selector = _strategy(strategy, n_instances=budget, config=config, seed=seed)
+        idx = selector.select(F_train, budget)
         model = _model(model_name, config, seed, data.classes)
         if len(np.unique(data.y_train[idx])) < 2:  # one class only: predict it
             accuracy = float(np.mean(data.y_test == data.y_train[idx][0]))

@@ -3,6 +3,9 @@
 Every strategy comes in three forms sharing one implementation: a score/helper function,
 a selector class (``select``, ``score_samples``, callable as a modAL strategy) and a
 modAL query function ``*_sampling(classifier, X_pool, n_instances=1, **kwargs)``.
+
+Every strategy is registered under a short name: :func:`list_selectors` lists them with
+their capability tags, :func:`get_selector` builds one by name.
 """
 
 from ._activeft import ActiveFTSelector, activeft_loss, activeft_sampling, activeft_select
@@ -18,6 +21,14 @@ from ._feature_distance import (
 from ._hybrid import HybridSelector, hybrid_sampling
 from ._kmeans import KMeansSelector, kmeans_sampling
 from ._random import RandomSelector, random_sampling
+from ._registry import (
+    SelectorInfo,
+    get_selector,
+    list_selectors,
+    make_selector,
+    parse_selector_params,
+    register_selector,
+)
 from ._uncertainty import (
     EntropySelector,
     LeastConfidentSelector,
@@ -61,4 +72,10 @@ __all__ = [
     "margin_sampling",
     "margin_scores",
     "random_sampling",
+    "SelectorInfo",
+    "get_selector",
+    "list_selectors",
+    "make_selector",
+    "parse_selector_params",
+    "register_selector",
 ]

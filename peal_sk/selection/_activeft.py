@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import BaseSelector
 from ..utils._neighbors import BLOCK_BYTES, kcenter_greedy
+from ._registry import register_selector
 
 __all__ = ["ActiveFTSelector", "activeft_loss", "activeft_sampling", "activeft_select"]
 
@@ -385,13 +386,18 @@ class ActiveFTSelector(BaseSelector):
     """
 
     _parameter_constraints = {
+        **BaseSelector._parameter_constraints,
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "init": [StrOptions({"random", "kcenter"})],
-        "random_state": ["random_state", np.random.Generator],
     }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.uses_embeddings = True
+        return tags
 
     def __init__(
         self,
@@ -479,3 +485,6 @@ def activeft_sampling(
         random_state=random_state,
     )
     return selector(classifier, X_pool, n_instances)
+
+
+register_selector("activeft", ActiveFTSelector, activeft_sampling)

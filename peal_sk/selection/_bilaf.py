@@ -32,11 +32,12 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt
 
 from ..base import BaseSelector
 from ..utils._neighbors import BLOCK_BYTES
 from ..utils._validation import check_rng
+from ._registry import register_selector
 
 __all__ = ["BiLAFSelector", "bilaf", "bilaf_sampling"]
 
@@ -424,11 +425,13 @@ class BiLAFSelector(BaseSelector):
         Ignored when ``core_indices`` is given.
     core_indices : array-like of int, default=None
         Use these pool indices as cores instead of running ``core_selector``.
-    core_selector : {"activeft", "kcenter", "kmeans"} or selector, default="activeft"
-        How cores are chosen: :class:`ActiveFTSelector`, k-centre greedy from a random
-        start (:class:`KCenterSelector`), :class:`KMeansSelector`, or any object with
-        ``select(X, n_instances)`` (cloned; seeded from ``random_state`` when its own is
-        None), or a modAL query function ``fn(None, X, n_instances)``.
+    core_selector : str or selector, default="activeft"
+        How cores are chosen: the name of a registered cold-start strategy
+        (``list_selectors(cold_start=True)``: ``"activeft"``, ``"kcenter"`` for k-centre
+        greedy from a random start, ``"kmeans"``, ``"typiclust"``, ``"probcover"``, ...),
+        or any object with ``select(X, n_instances)`` (cloned, the clone is kept as
+        ``core_selector_``; seeded from ``random_state`` when its own is None), or a modAL
+        query function ``fn(None, X, n_instances)``.
     n_neighbors : int, default=10
         ``k`` of the density distance.
     ring_fraction : float, default=0.1
@@ -508,13 +511,14 @@ class BiLAFSelector(BaseSelector):
     """
 
     _parameter_constraints = {
+        **BaseSelector._parameter_constraints,
         "n_cores": [
             Interval(Integral, 1, None, closed="left"),
             Interval(RealNotInt, 0, 1, closed="right"),
         ],
         "core_indices": ["array-like", None],
         "core_selector": [
-            StrOptions({"activeft", "kcenter", "kmeans"}),
+            str,
             HasMethods(["select"]),
             callable,
         ],
@@ -522,9 +526,16 @@ class BiLAFSelector(BaseSelector):
         "ring_fraction": [Interval(Real, 0, 1, closed="both")],
         "removal_fraction": [Interval(Real, 0, 1, closed="left")],
         "opponent_penalty": [Interval(Real, 0, None, closed="neither")],
-        "random_state": ["random_state", np.random.Generator],
     }
     _greater_is_better = False
+
+    #: the core selector may come from the user: validate it inside our calls
+    _prefer_skip_nested_validation = False
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.uses_embeddings = True
+        return tags
 
     def __init__(
         self,
@@ -554,6 +565,15 @@ class BiLAFSelector(BaseSelector):
             self._validated_core_indices(n)
         elif isinstance(self.n_cores, Integral) and self.n_cores > n:
             raise ValueError(f"n_cores={self.n_cores} is larger than the pool size n_pool={n}.")
+        if self.core_indices is None and isinstance(self.core_selector, str):
+            from ._registry import list_selectors
+
+            names = [i.name for i in list_selectors(cold_start=True) if i.name != "bilaf"]
+            if self.core_selector not in names:
+                raise ValueError(
+                    f"core_selector={self.core_selector!r} is not a cold-start strategy; "
+                    f"choose from {names} or pass a selector object."
+                )
 
     def _validated_core_indices(self, n):
         arr = np.asarray(self.core_indices)
@@ -586,21 +606,17 @@ class BiLAFSelector(BaseSelector):
         seed = int(rng.integers(np.iinfo(np.int32).max))
         spec = self.core_selector
         if isinstance(spec, str):
-            from ._activeft import ActiveFTSelector
-            from ._feature_distance import KCenterSelector
-            from ._kmeans import KMeansSelector
+            from ._registry import get_selector
 
-            cls = {
-                "activeft": ActiveFTSelector,
-                "kcenter": KCenterSelector,
-                "kmeans": KMeansSelector,
-            }[spec]
-            return cls(random_state=seed).select(F, K)
+            self.core_selector_ = get_selector(spec, random_state=seed)
+            return self.core_selector_.select(F, K)
         if hasattr(spec, "select"):
+            # the user's selector is never modified: the clone runs and is kept
             sel = clone(spec) if hasattr(spec, "get_params") else spec
             if hasattr(sel, "get_params") and "random_state" in sel.get_params():
                 if sel.get_params()["random_state"] is None:
                     sel.set_params(random_state=seed)
+            self.core_selector_ = sel
             return np.asarray(sel.select(F, K), dtype=np.intp)
         return np.asarray(spec(None, F, K)[0], dtype=np.intp)
 
@@ -768,3 +784,12 @@ opponent_penalty, random_state
 
 #: Short alias used in the README: ``ActiveLearner(..., query_strategy=bilaf)``.
 bilaf = bilaf_sampling
+
+
+register_selector(
+    "bilaf",
+    BiLAFSelector,
+    bilaf_sampling,
+    # commands default to a third of the batch as cores (K = B / 3)
+    batch_defaults=lambda n_instances: {"n_cores": max(1, n_instances // 3)},
+)

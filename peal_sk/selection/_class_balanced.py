@@ -2,17 +2,31 @@
 
 # SPDX-License-Identifier: BSD-3-Clause
 
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn import get_config
+from sklearn.base import clone
+from sklearn.utils._param_validation import HasMethods, Interval, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, get_selector_tags
 from ..utils._validation import accepts_keyword, check_rng
+from ._registry import register_selector
+from ._uncertainty import EntropySelector
 
 __all__ = ["ClassBalancedSelector", "class_balanced_picks", "class_balanced_sampling"]
 
 
+@validate_params(
+    {
+        "y_cand": ["array-like"],
+        "classes": ["array-like"],
+        "counts": ["array-like"],
+        "n_instances": [Interval(Integral, 1, None, closed="left")],
+        "rng": [np.random.Generator],
+    },
+    prefer_skip_nested_validation=True,
+)
 def class_balanced_picks(y_cand, classes, counts, n_instances, rng):
     """The PCB picking rule on a candidate set (spec section 3).
 
@@ -38,6 +52,12 @@ def class_balanced_picks(y_cand, classes, counts, n_instances, rng):
     picks : ndarray of shape (n_instances,), np.intp
         Positions into the candidate set, in pick order.
 
+    Raises
+    ------
+    ValueError
+        When ``counts`` and ``classes`` differ in length, or ``n_instances`` exceeds the
+        number of candidates.
+
     Examples
     --------
     >>> import numpy as np
@@ -48,6 +68,22 @@ def class_balanced_picks(y_cand, classes, counts, n_instances, rng):
     >>> int(picks[0])  # class 1 has fewer labels, and only candidate 3 is predicted 1
     3
     """
+    y_cand, classes = np.asarray(y_cand), np.asarray(classes)
+    if len(counts) != len(classes):
+        raise ValueError(
+            f"counts has {len(counts)} entries but classes has {len(classes)}; "
+            "give one count per class."
+        )
+    if n_instances > len(y_cand):
+        raise ValueError(
+            f"n_instances={n_instances} is larger than the number of candidates "
+            f"len(y_cand)={len(y_cand)}."
+        )
+    return _class_balanced_picks(y_cand, classes, counts, n_instances, rng)
+
+
+def _class_balanced_picks(y_cand, classes, counts, n_instances, rng):
+    """The kernel of :func:`class_balanced_picks`, on validated inputs."""
     counts = np.array(counts, dtype=np.int64)
     order = rng.permutation(len(y_cand))
     y_ord = y_cand[order]
@@ -109,15 +145,27 @@ class ClassBalancedSelector(BaseSelector):
     """
 
     _parameter_constraints = {
+        **BaseSelector._parameter_constraints,
         "base": [HasMethods(["select"]), callable],
         "gamma": [Interval(Real, 0, 1, closed="right")],
-        "random_state": ["random_state", np.random.Generator],
     }
+
+    #: the base strategy comes from the user: validate it inside our calls
+    _prefer_skip_nested_validation = False
 
     def __init__(self, base, *, gamma=0.1, random_state=None):
         self.base = base
         self.gamma = gamma
         self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.cold_start = False
+        tags.selector_tags.requires_proba = True
+        tags.selector_tags.requires_labels = True
+        if isinstance(self.base, BaseSelector):
+            tags.selector_tags.uses_embeddings = get_selector_tags(self.base).uses_embeddings
+        return tags
 
     def _check_context(self, ctx):
         if ctx.y_labeled is None or ctx.n_labeled == 0:
@@ -126,15 +174,21 @@ class ClassBalancedSelector(BaseSelector):
                 "samples per class; got no labels (y_labeled is empty or None)."
             )
         ctx.require_proba_model("ClassBalancedSelector")
-        if isinstance(self.base, BaseSelector):
-            self.base._validate_params()
-            self.base._check_context(ctx)
+        # the user's base selector is never modified: it is cloned, and what a query
+        # records lands on the clone, ``base_``
+        self.base_ = clone(self.base) if isinstance(self.base, BaseSelector) else self.base
+        if isinstance(self.base_, BaseSelector):
+            if not get_config()["skip_parameter_validation"]:
+                self.base_._validate_params()
+            self.base_._check_context(ctx)
 
     def _query(self, ctx, n_instances, rng):
         n_cand = min(ctx.n_pool, max(n_instances, int(self.gamma * ctx.n_pool)))
-        if isinstance(self.base, BaseSelector):
-            base_rng = rng if self.base.random_state is None else check_rng(self.base.random_state)
-            cand, cand_scores = self.base._query(ctx, n_cand, base_rng)
+        base = self.base_
+        if isinstance(base, BaseSelector):
+            own = getattr(base, "random_state", None)
+            base_rng = rng if own is None else check_rng(own)
+            cand, cand_scores = base._query(ctx, n_cand, base_rng)
         else:
             # a modAL function: seed it from our rng, and pass the labelled data when it
             # takes them, so every random choice flows from random_state
@@ -145,7 +199,7 @@ class ClassBalancedSelector(BaseSelector):
                 for key, value in (("X_labeled", ctx.X_labeled), ("y_labeled", ctx.y_labeled)):
                     if accepts_keyword(self.base, key):
                         kwargs[key] = value
-            result = self.base(ctx.classifier, ctx.X_pool, n_instances=n_cand, **kwargs)
+            result = base(ctx.classifier, ctx.X_pool, n_instances=n_cand, **kwargs)
             cand, cand_scores = result if isinstance(result, tuple) else (result, None)
             if cand_scores is None:
                 cand_scores = np.zeros(len(cand))
@@ -156,7 +210,7 @@ class ClassBalancedSelector(BaseSelector):
         labels = np.unique(ctx.y_labeled)
         classes = labels if classes is None else np.union1d(classes, labels)
         counts = np.array([(ctx.y_labeled == c).sum() for c in classes])
-        picks = class_balanced_picks(y_pred[cand], classes, counts, n_instances, rng)
+        picks = _class_balanced_picks(y_pred[cand], classes, counts, n_instances, rng)
         return cand[picks], cand_scores[picks]
 
 
@@ -208,3 +262,11 @@ def class_balanced_sampling(
         base = EntropySelector()
     selector = ClassBalancedSelector(base, gamma=gamma, random_state=random_state)
     return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)
+
+
+register_selector(
+    "class_balanced",
+    ClassBalancedSelector,
+    class_balanced_sampling,
+    defaults={"base": EntropySelector()},
+)

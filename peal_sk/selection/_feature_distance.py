@@ -9,6 +9,7 @@ from ..base import BaseSelector
 from ..utils._neighbors import kcenter_greedy, nearest_distances
 from ..utils._selection import top_k
 from ..utils._validation import check_features
+from ._registry import register_selector
 
 __all__ = [
     "FeatureDistanceSelector",
@@ -138,10 +139,10 @@ class FeatureDistanceSelector(BaseSelector):
     """
 
     _parameter_constraints = {
+        **BaseSelector._parameter_constraints,
         "mode": [StrOptions(set(_MODES))],
         "unknown": [StrOptions(set(_UNKNOWN))],
         "backend": [StrOptions({"auto", "faiss", "numpy"})],
-        "random_state": ["random_state", np.random.Generator],
     }
 
     def __init__(self, mode="class_mean", *, unknown="last", backend="auto", random_state=None):
@@ -149,6 +150,15 @@ class FeatureDistanceSelector(BaseSelector):
         self.unknown = unknown
         self.backend = backend
         self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.uses_embeddings = True
+        if self.mode != "kcenter":  # "nearest" and "class_mean" measure from labelled data
+            tags.selector_tags.cold_start = False
+            tags.selector_tags.requires_labels = True
+            tags.selector_tags.requires_proba = self.mode == "class_mean"
+        return tags
 
     def _check_context(self, ctx):
         if self.mode == "kcenter":
@@ -231,9 +241,14 @@ class KCenterSelector(BaseSelector):
     """
 
     _parameter_constraints = {
+        **BaseSelector._parameter_constraints,
         "backend": [StrOptions({"auto", "faiss", "numpy"})],
-        "random_state": ["random_state", np.random.Generator],
     }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.uses_embeddings = True
+        return tags
 
     def __init__(self, *, backend="auto", random_state=None):
         self.backend = backend
@@ -335,3 +350,9 @@ def kcenter_sampling(
     """
     selector = KCenterSelector(backend=backend, random_state=random_state)
     return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)
+
+
+register_selector(
+    "featdist", FeatureDistanceSelector, featdist_sampling, defaults={"mode": "class_mean"}
+)
+register_selector("kcenter", KCenterSelector, kcenter_sampling)

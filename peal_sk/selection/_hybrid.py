@@ -4,12 +4,12 @@
 
 from numbers import Integral
 
-import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import BaseSelector
 from ..utils._neighbors import kcenter_greedy
 from ..utils._selection import top_k
+from ._registry import register_selector
 from ._uncertainty import entropy_scores, least_confident_scores, margin_scores
 
 __all__ = ["HybridSelector", "hybrid_sampling"]
@@ -60,11 +60,18 @@ class HybridSelector(BaseSelector):
     """
 
     _parameter_constraints = {
+        **BaseSelector._parameter_constraints,
         "uncertainty": [StrOptions(set(_UNCERTAINTY))],
         "candidate_factor": [Interval(Integral, 1, None, closed="left")],
         "backend": [StrOptions({"auto", "faiss", "numpy"})],
-        "random_state": ["random_state", np.random.Generator],
     }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.cold_start = False
+        tags.selector_tags.requires_proba = True
+        tags.selector_tags.uses_embeddings = True
+        return tags
 
     def __init__(
         self, uncertainty="entropy", *, candidate_factor=10, backend="auto", random_state=None
@@ -138,3 +145,6 @@ def hybrid_sampling(
         random_state=random_state,
     )
     return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)
+
+
+register_selector("hybrid", HybridSelector, hybrid_sampling)

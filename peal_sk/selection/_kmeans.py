@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import BaseSelector
 from ..utils._neighbors import BLOCK_BYTES
+from ._registry import register_selector
 
 __all__ = ["KMeansSelector", "kmeans_sampling"]
 
@@ -83,10 +84,15 @@ class KMeansSelector(BaseSelector):
     """
 
     _parameter_constraints = {
+        **BaseSelector._parameter_constraints,
         "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state", np.random.Generator],
     }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.uses_embeddings = True
+        return tags
 
     def __init__(self, *, n_init="auto", max_iter=300, random_state=None):
         self.n_init = n_init
@@ -137,3 +143,6 @@ def kmeans_sampling(
     """
     selector = KMeansSelector(n_init=n_init, max_iter=max_iter, random_state=random_state)
     return selector(classifier, X_pool, n_instances)
+
+
+register_selector("kmeans", KMeansSelector, kmeans_sampling)

@@ -5,6 +5,7 @@
 import numpy as np
 
 from ..base import BaseSelector
+from ._registry import register_selector
 
 __all__ = ["RandomSelector", "random_sampling"]
 
@@ -30,8 +31,6 @@ class RandomSelector(BaseSelector):
     >>> len(set(idx.tolist()))
     3
     """
-
-    _parameter_constraints = {"random_state": ["random_state", np.random.Generator]}
 
     def __init__(self, *, random_state=None):
         self.random_state = random_state
@@ -66,3 +65,6 @@ def random_sampling(classifier, X_pool, n_instances=1, *, random_state=None):
     ('i', [0.0, 0.0])
     """
     return RandomSelector(random_state=random_state)(classifier, X_pool, n_instances)
+
+
+register_selector("random", RandomSelector, random_sampling)

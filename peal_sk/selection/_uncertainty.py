@@ -7,6 +7,7 @@ from scipy.special import entr
 
 from ..base import BaseSelector
 from ..utils._validation import check_proba
+from ._registry import register_selector
 
 __all__ = [
     "EntropySelector",
@@ -99,9 +100,14 @@ def least_confident_scores(proba):
 class _UncertaintySelector(BaseSelector):
     """Top-k of an uncertainty score of ``classifier.predict_proba(X_pool)``."""
 
-    _parameter_constraints = {"random_state": ["random_state", np.random.Generator]}
     _score_fn = None
     _name = ""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.cold_start = False
+        tags.selector_tags.requires_proba = True
+        return tags
 
     def __init__(self, *, random_state=None):
         self.random_state = random_state
@@ -292,3 +298,8 @@ def least_confident_sampling(classifier, X_pool, n_instances=1, *, random_state=
     (2,)
     """
     return LeastConfidentSelector(random_state=random_state)(classifier, X_pool, n_instances)
+
+
+register_selector("entropy", EntropySelector, entropy_sampling)
+register_selector("margin", MarginSelector, margin_sampling)
+register_selector("least_confident", LeastConfidentSelector, least_confident_sampling)

@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 from ._db import BUSY_TIMEOUT_MS
-from ._project import COLD_START, STRATEGIES, Project, ProjectError, init_project
+from ._project import (
+    COLD_START,
+    STRATEGIES,
+    LabelConflictError,
+    Project,
+    ProjectError,
+    init_project,
+)
 
 __all__ = ["add_project_parser", "run_project"]
 
@@ -115,7 +122,12 @@ def add_project_parser(sub):
         help="close the open batches first: their unlabelled images may be proposed again",
     )
 
-    imp = add("import", "import labels from a CSV (path,label; all or nothing)")
+    imp = add(
+        "import",
+        "import labels from a CSV (path,label) or a Label Studio export; all or nothing: "
+        "an unknown class or path, or a label differing from the current one without "
+        "--relabel, imports nothing and exits 1",
+    )
     imp.add_argument("csv", type=Path, help="CSV with a path and a label column")
     imp.add_argument(
         "--relabel",
@@ -237,17 +249,26 @@ def _propose(project, args):
 
 
 def _import(project, args):
-    r = project.import_labels(args.csv, relabel=args.relabel, annotator=args.annotator)
+    try:
+        r = project.import_labels(args.csv, relabel=args.relabel, annotator=args.annotator)
+    except LabelConflictError as exc:
+        print(
+            f"error: nothing imported from {args.csv}: {len(exc.conflicts)} label(s) differ "
+            "from the current ones (pass --relabel to apply them; the old labels stay in the "
+            "history):",
+            file=sys.stderr,
+        )
+        for rel, old, new in exc.conflicts:
+            print(f"  {rel}: {old} -> {new}", file=sys.stderr)
+        return 1
     print(
         f"imported {r['new']} new, {r['relabelled']} relabelled, {r['unchanged']} unchanged, "
         f"{r['skipped_empty']} empty label(s) skipped; {r['closed_batches']} batch(es) closed"
     )
     if r["conflicts"]:
-        applied = "applied" if args.relabel else "NOT applied (pass --relabel to apply)"
-        print(f"{len(r['conflicts'])} conflict(s) with existing labels, {applied}:")
+        print(f"{len(r['conflicts'])} label(s) changed (old ones kept in history):")
         for rel, old, new in r["conflicts"]:
             print(f"  {rel}: {old} -> {new}")
-        return 0 if args.relabel else 1
     return 0
 
 

@@ -32,6 +32,7 @@ from ._db import DB_NAME, SCHEMA_VERSION, connect, create_schema, now, transacti
 __all__ = [
     "COLD_START",
     "IMAGE_EXTENSIONS",
+    "LabelConflictError",
     "STRATEGIES",
     "Project",
     "ProjectError",
@@ -56,10 +57,32 @@ class ProjectError(ValueError):
     """A user error: bad input, a missing project, nothing to do."""
 
 
+class LabelConflictError(ProjectError):
+    """An import would change current labels without ``relabel``: nothing was imported.
+
+    ``conflicts`` lists ``(relpath, current label, imported label)``.
+    """
+
+    def __init__(self, what, conflicts):
+        self.conflicts = list(conflicts)
+        listed = _listing(f"{rel}: {old} -> {new}" for rel, old, new in self.conflicts)
+        super().__init__(
+            f"nothing imported from {what}: {len(self.conflicts)} label(s) differ from the "
+            f"current ones (pass --relabel / relabel=True to apply them; the old labels stay "
+            f"in the history): {listed}"
+        )
+
+
 def _listing(items, n=_MAX_LISTED):
     items = list(items)
     shown = "; ".join(str(i) for i in items[:n])
     return shown + (f"; ... and {len(items) - n} more" if len(items) > n else "")
+
+
+def _where(places):
+    """``line(s) 3, 5`` / ``record(s) 1, 2`` from ``["line 3", "line 5"]``."""
+    kind = places[0].split()[0]
+    return f"{kind}(s) " + ", ".join(p.split(" ", 1)[1] for p in places)
 
 
 def _default_annotator():
@@ -700,45 +723,87 @@ class Project:
         return Path(os.path.normpath(value)).as_posix()
 
     def import_labels(self, csv_path, *, relabel=False, annotator=None):
-        """Import ``path,label`` rows, all or nothing, in one transaction.
+        """Import ``path,label`` rows of a CSV, all or nothing, in one transaction.
 
-        Rows with an empty label are skipped. Unknown class names or paths that are not
-        images of the project raise :class:`ProjectError` listing them with their CSV
-        line numbers, and nothing is imported. A label equal to the current one changes
-        nothing (re-importing a CSV is a no-op); a different one is a conflict, reported
-        and not applied unless ``relabel=True``, which supersedes the old label (kept in
-        the history) with the new one.
+        Rows with an empty label are skipped. Unknown class names, paths that are not
+        images of the project, or labels that differ from the current ones (unless
+        ``relabel=True``) raise :class:`ProjectError` listing them with their CSV line
+        numbers, and nothing is imported. A label equal to the current one changes
+        nothing (re-importing a CSV is a no-op); with ``relabel=True`` a different one
+        supersedes the old label (kept in the history).
 
         Returns
         -------
         report : dict
             ``new``, ``unchanged``, ``relabelled`` (counts), ``conflicts`` (list of
-            ``(relpath, old, new)``, applied when ``relabel``), ``skipped_empty``,
-            ``closed_batches``.
+            ``(relpath, old, new)``, applied), ``skipped_empty``, ``closed_batches``.
         """
-        rows = self._read_csv(csv_path)
+        rows = [(f"line {line}", value, label) for line, value, label in self._read_csv(csv_path)]
+        return self._import_rows(
+            rows, relabel=relabel, annotator=annotator, source=str(csv_path), what=str(csv_path)
+        )
+
+    def import_records(self, records, *, relabel=False, annotator=None, source="records"):
+        """Import in-memory ``(relpath, label)`` pairs like :meth:`import_labels`.
+
+        The same transactional path as the CSV import: all or nothing, history kept,
+        empty labels skipped, conflicts with current labels refused (raising
+        :class:`LabelConflictError`, nothing imported) unless ``relabel=True``. Errors
+        name the records by their position (``record 1`` is the first).
+
+        Parameters
+        ----------
+        records : iterable of (str, str)
+            Image path (relative to the image folder, or absolute) and class name.
+        relabel : bool, default=False
+            Apply labels that differ from the current ones (the old ones stay in history).
+        annotator : str, default=None
+            Who labelled (default: the OS user).
+        source : str, default="records"
+            Recorded with each label (where it came from, e.g. ``"serve"``).
+
+        Returns
+        -------
+        report : dict
+            The same summary as :meth:`import_labels`.
+        """
+        rows = []
+        for k, record in enumerate(records, start=1):
+            try:
+                value, label = record
+            except (TypeError, ValueError):
+                raise ProjectError(
+                    f"record {k} must be a (path, label) pair; got {record!r}."
+                ) from None
+            rows.append((f"record {k}", str(value).strip(), str(label).strip()))
+        return self._import_rows(
+            rows, relabel=relabel, annotator=annotator, source=str(source), what=str(source)
+        )
+
+    def _import_rows(self, rows, *, relabel, annotator, source, what):
+        """The one transactional import: ``rows`` are ``(where, path, label)``."""
         annotator = annotator or _default_annotator()
         delay = float(os.environ.get(IMPORT_DELAY_ENV, "0") or 0)
         report = {"new": 0, "unchanged": 0, "relabelled": 0, "conflicts": [], "skipped_empty": 0}
         with transaction(self.con):
             ids = dict(self.con.execute("SELECT relpath, id FROM images").fetchall())
-            unknown_labels, unknown_paths, wanted = {}, [], {}
-            for line, value, label in rows:
+            unknown_labels, unknown_paths, unscanned, wanted = {}, [], [], {}
+            for where, value, label in rows:
                 if not label:
                     report["skipped_empty"] += 1
                     continue
                 if label not in self.classes:
-                    unknown_labels.setdefault(label, []).append(line)
+                    unknown_labels.setdefault(label, []).append(where)
                 rel = self._relpath(value, ids)
                 if rel not in ids:
-                    unknown_paths.append(f"line {line}: {value}")
+                    on_disk = not rel.startswith("..") and (self.root / rel).is_file()
+                    (unscanned if on_disk else unknown_paths).append(f"{where}: {value}")
                     continue
-                wanted.setdefault(rel, []).append((line, label))
+                wanted.setdefault(rel, []).append((where, label))
             errors = []
             if unknown_labels:
                 listed = "; ".join(
-                    f"{lab!r} on line(s) {', '.join(map(str, lines))}"
-                    for lab, lines in sorted(unknown_labels.items())
+                    f"{lab!r} on {_where(places)}" for lab, places in sorted(unknown_labels.items())
                 )
                 errors.append(
                     f"unknown class name(s) (classes: {', '.join(self.classes)}): {listed}"
@@ -748,16 +813,22 @@ class Project:
                     f"{len(unknown_paths)} path(s) not in the project (image folder "
                     f"{self.root}): {_listing(unknown_paths)}"
                 )
+            if unscanned:
+                errors.append(
+                    f"{len(unscanned)} image(s) added to the folder since the last scan: "
+                    f"{_listing(unscanned)}; run `peal-sk project rescan --project "
+                    f"{self.path}` first, then import again"
+                )
             clashes = [
-                f"{rel} (" + ", ".join(f"line {n}: {lab}" for n, lab in seen) + ")"
+                f"{rel} (" + ", ".join(f"{n}: {lab}" for n, lab in seen) + ")"
                 for rel, seen in wanted.items()
                 if len({lab for _, lab in seen}) > 1
             ]
             if clashes:
                 errors.append(f"different labels for the same image: {_listing(clashes)}")
             if errors:
-                raise ProjectError(f"nothing imported from {csv_path}:\n  " + "\n  ".join(errors))
-            stamp, source = now(), str(csv_path)
+                raise ProjectError(f"nothing imported from {what}:\n  " + "\n  ".join(errors))
+            stamp = now()
             for k, (rel, seen) in enumerate(sorted(wanted.items())):
                 if delay:
                     print(f"import row {k + 1}/{len(wanted)}", file=sys.stderr, flush=True)
@@ -785,6 +856,8 @@ class Project:
                     "VALUES (?, ?, ?, ?, ?)",
                     (image_id, label, annotator, stamp, source),
                 )
+            if report["conflicts"] and not relabel:
+                raise LabelConflictError(what, report["conflicts"])  # rolls everything back
             report["closed_batches"] = self._close_finished_batches()
         return report
 

@@ -12,6 +12,7 @@ from ._project import (
     LabelConflictError,
     Project,
     ProjectError,
+    ReadOnlyProjectError,
     init_project,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "LabelConflictError",
     "Project",
     "ProjectError",
+    "ReadOnlyProjectError",
     "init_project",
 ]

@@ -46,7 +46,7 @@ def decode(path, raw):
                     "again as UTF-8."
                 ) from None
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         hint = (
@@ -59,6 +59,13 @@ def decode(path, raw):
             f'{exc.start}; {hint}). Save it as UTF-8 ("CSV UTF-8" in spreadsheet '
             "programs), or as UTF-16 / UTF-8 with a byte-order mark, and import again."
         ) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ProjectError(
+            f"{path} line {line}: holds NUL bytes; it looks like UTF-16 without a byte-order "
+            "mark. Save it as UTF-8 (or UTF-16 with a byte-order mark) and import again."
+        )
+    return text
 
 
 def _delimiter(text):

@@ -211,3 +211,41 @@ def test_linear_probe_vs_lora_at_equal_budgets(tmp_path):
     assert {c["model"] for c in res["cells"]} == {"linear", "lora"}
     assert all(c["n_labels"] == [4, 8] for c in res["cells"])
     assert "| linear | entropy |" in res["table"] and "| lora | entropy |" in res["table"]
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"X": np.zeros((30, 4)), "y": np.arange(29) % 2}, "X has 30 samples but y has 29"),
+        ({"X": np.zeros((30, 4)), "y": np.arange(31) % 2}, "X has 30 samples but y has 31"),
+        (
+            {
+                "X_train": np.zeros((30, 4)),
+                "y_train": np.arange(30) % 2,
+                "X_test": np.zeros((10, 4)),
+                "y_test": np.arange(12) % 2,
+            },
+            "X_test has 10 samples but y_test has 12",
+        ),
+    ],
+)
+def test_npz_with_mismatched_lengths_is_a_clear_error(arrays, message, tmp_path, capsys):
+    """Issue 16: X and y of different lengths were truncated or crashed with IndexError."""
+    np.savez(tmp_path / "bad.npz", **arrays)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--dataset", str(tmp_path / "bad.npz"), "--out", str(out), *FAST])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_failed_validation_writes_nothing_and_rerun_works(tmp_path, capsys):
+    """Issue 16: a run refused by validation left config.json and blocked the rerun."""
+    data, out = small_npz(tmp_path), tmp_path / "out"
+    base = ["simulate", "--dataset", str(data), "--out", str(out), "--initial", "6"]
+    with pytest.raises(SystemExit):
+        main([*base, "--step", "6", "--cycles", "100", "--strategies", "random", *FAST])
+    assert "exceed the 90 training" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*base, "--step", "6", "--cycles", "1", "--strategies", "random", *FAST]) == 0

@@ -510,3 +510,44 @@ def test_strategy_output_2d_and_score_length_are_errors():
         with pytest.raises(ValueError, match=match):
             learner.query(X[12:], n_instances=2)
         assert learner.history_ == []
+
+
+def test_failed_teach_is_all_or_nothing():
+    """Issue 16: a NaN label used to stay in the training data and break every teach."""
+    X, y = make_blobs(n_samples=40, centers=2, random_state=0)
+    learner = ActiveLearner(LogisticRegression(), X_training=X[:10], y_training=y[:10])
+    with pytest.raises(ValueError, match="NaN labels.*position 1.*Nothing was taught"):
+        learner.teach(X[10:12], np.array([0.0, np.nan]))
+    assert learner.n_labeled == 10
+    learner.teach(X[10:12], y[10:12])  # later teaches work
+    assert learner.n_labeled == 12 and learner.y_training.dtype.kind in "iu"
+
+
+def test_failed_fit_in_teach_restores_training_data():
+    class Fails(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            if len(y) > 10:
+                raise RuntimeError("out of memory")
+            self.classes_ = np.unique(y)
+            return self
+
+    X, y = make_blobs(n_samples=20, centers=2, random_state=0)
+    learner = ActiveLearner(Fails(), X_training=X[:10], y_training=y[:10])
+    with pytest.raises(RuntimeError, match="out of memory"):
+        learner.teach(X[10:12], y[10:12])
+    assert learner.n_labeled == 10 and len(learner.X_training) == 10
+
+
+def test_teach_refuses_mixed_label_types():
+    X, y = make_blobs(n_samples=30, centers=2, random_state=0)
+    learner = ActiveLearner(LogisticRegression(), X_training=X[:10], y_training=y[:10])
+    with pytest.raises(TypeError, match="string labels .* numeric.*Nothing was taught"):
+        learner.teach(X[10:12], np.array(["a", "b"]))
+    assert learner.n_labeled == 10 and learner.y_training.dtype.kind in "iu"
+    words = ActiveLearner(
+        LogisticRegression(), X_training=X[:4], y_training=np.array(["a", "b", "a", "b"])
+    )
+    with pytest.raises(TypeError, match="numeric labels"):
+        words.teach(X[4:6], [1, 0])
+    words.teach(X[4:6], ["b", "a"])  # the same type is fine
+    assert words.y_training.tolist()[-2:] == ["b", "a"]

@@ -110,7 +110,7 @@ def all_images(images):
 def test_whole_loop(project, images, tmp_path, capsys):
     with db(project) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 1
+        assert con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
         assert con.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 31
     assert cli("propose", project, "--n", "6") == 0
     out = capsys.readouterr().out
@@ -190,14 +190,16 @@ def test_conflict_reported_then_relabel_keeps_history(project, images, tmp_path,
     a, b = all_images(images)[:2]
     assert cli("import", project, write_csv(tmp_path / "one.csv", [[a, "red"], [b, "red"]])) == 0
     capsys.readouterr()
-    two = write_csv(tmp_path / "two.csv", [[a, "blue"], [b, "red"]])
+    c = all_images(images)[2]
+    two = write_csv(tmp_path / "two.csv", [[a, "blue"], [b, "red"], [c, "green"]])
     assert cli("import", project, two) == 1
-    out = capsys.readouterr().out
-    assert f"{a}: red -> blue" in out and "NOT applied" in out
-    assert current_labels(project)[a] == "red"
+    err = capsys.readouterr().err
+    assert f"{a}: red -> blue" in err and "nothing imported" in err and "--relabel" in err
+    assert current_labels(project) == {a: "red", b: "red"}  # all or nothing: c not imported
 
     assert cli("import", project, two, "--relabel", "--annotator", "alice") == 0
-    assert "1 relabelled" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 new, 1 relabelled" in out and f"{a}: red -> blue" in out
     assert current_labels(project)[a] == "blue"
     with db(project) as con:
         history = con.execute(
@@ -439,3 +441,39 @@ def test_status_estimate_and_finetuned_model(project, images, tmp_path, capsys):
     capsys.readouterr()
     cli("status", project, "--no-estimate")
     assert "15 labels" in capsys.readouterr().out.split("learning curve (at each train):")[1]
+
+
+def test_import_records_same_transactional_path(project, images):
+    from peal_sk.project import LabelConflictError, Project, ProjectError
+
+    a, b, c = all_images(images)[:3]
+    proj = Project(project)
+    try:
+        r = proj.import_records([(a, "red"), (b, ""), (c, "blue")], annotator="bob", source="ui")
+        assert (r["new"], r["skipped_empty"], r["conflicts"]) == (2, 1, [])
+        with pytest.raises(ProjectError, match=r"'cat' on record\(s\) 2"):
+            proj.import_records([(b, "red"), (b + "x", "cat")])
+        with pytest.raises(LabelConflictError) as info:
+            proj.import_records([(a, "green"), (b, "green")])
+        assert info.value.conflicts == [(a, "red", "green")]
+        assert current_labels(project) == {a: "red", c: "blue"}  # b not imported either
+        r = proj.import_records([(a, "green")], relabel=True, source="ui")
+        assert (r["relabelled"], r["conflicts"]) == (1, [(a, "red", "green")])
+        with pytest.raises(ProjectError, match="record 1 must be a"):
+            proj.import_records(["nope"])
+    finally:
+        proj.close()
+    with db(project) as con:
+        rows = con.execute("SELECT annotator, source FROM labels ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows][:2] == [("bob", "ui"), ("bob", "ui")]
+
+
+def test_import_of_unscanned_image_says_rescan(project, images, tmp_path, capsys):
+    write_image(images / "late" / "red_200.png", "red", 200)
+    with pytest.raises(SystemExit):
+        cli("import", project, write_csv(tmp_path / "l.csv", [["late/red_200.png", "red"]]))
+    err = capsys.readouterr().err
+    assert "added to the folder since the last scan" in err and "project rescan" in err
+    assert cli("rescan", project) == 0
+    assert cli("import", project, tmp_path / "l.csv") == 0
+    assert current_labels(project) == {"late/red_200.png": "red"}

@@ -353,3 +353,35 @@ def test_uncertainty_without_classifier(data):
 def test_fit_labelled_features_without_labels(case, data):
     with pytest.raises(ValueError, match="X_labeled was given without y_labeled"):
         case.factory().fit(data.X_labeled)
+
+
+def test_huge_float32_features_do_not_degenerate():
+    """Issue 16: ~1e19 float32 features overflowed squared distances (picks 0..7)."""
+    from peal_sk.selection import ActiveFTSelector, KCenterSelector
+
+    X = np.random.default_rng(0).normal(size=(120, 8)).astype(np.float32)
+    big = (X * 1e20).astype("f4")
+    for make in (
+        lambda: ActiveFTSelector(random_state=0, max_iter=50),
+        lambda: KCenterSelector(random_state=0),
+    ):
+        picks = make().select(big, 8)
+        assert not np.array_equal(picks, np.arange(8))
+        np.testing.assert_array_equal(picks, make().select(X, 8))
+    checked = check_features(big)
+    assert checked.dtype == np.float64 and np.isfinite(checked).all()
+    assert check_features(X).dtype == np.float32  # ordinary float32 stays float32
+    with pytest.raises(ValueError, match="overflow even in float64.*Rescale"):
+        check_features(X.astype(np.float64) * 1e160)
+
+
+def test_sparse_features_are_refused_clearly():
+    import scipy.sparse as sp
+
+    X = sp.random(20, 5, density=0.3, format="csr", random_state=0)
+    with pytest.raises(TypeError, match="sparse matrices are not supported: densify or reduce"):
+        check_features(X)
+    from peal_sk.selection import KCenterSelector
+
+    with pytest.raises(TypeError, match="sparse matrices are not supported"):
+        KCenterSelector(random_state=0).select(X, 3)

@@ -80,7 +80,31 @@ def _take(X, idx):
     return [X[i] for i in idx] if isinstance(X, list) else X[idx]
 
 
+def _check_lengths(name, pairs):
+    for x_name, X, y_name, y in pairs:
+        n_x = len(X)
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(
+                f"{name}: {y_name} must be 1-D (one label per sample); got shape {y.shape}."
+            )
+        if n_x != len(y):
+            raise ValueError(
+                f"{name}: {x_name} has {n_x} samples but {y_name} has {len(y)} labels; they "
+                "must have the same length."
+            )
+
+
 def _from_arrays(name, X, y, seed, test_size, X_test=None, y_test=None):
+    pairs = (
+        [("X", X, "y", y)]
+        if X_test is None
+        else [
+            ("X_train", X, "y_train", y),
+            ("X_test", X_test, "y_test", y_test),
+        ]
+    )
+    _check_lengths(name, pairs)
     y = np.asarray(y)
     if X_test is None:
         tr, te = _split(X, y, seed, test_size)

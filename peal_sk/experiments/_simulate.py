@@ -399,6 +399,10 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     [('random', [10, 20, 30]), ('margin', [10, 20, 30])]
     """
     config.validate()
+    # the data is checked before anything is written to ``out``: a run that fails here
+    # leaves no config.json behind to refuse the corrected rerun
+    first = load_dataset(config.dataset, seed=config.seeds[0], test_size=config.test_size)
+    _check_sizes(first, config)
     out = Path(out)
     cells_dir = out / "cells"
     stamp = out / "config.json"
@@ -428,7 +432,7 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     todo = [g for g in grid if not (cells_dir / _cell_name(config, *g)).exists()]
     if len(todo) < len(grid):
         log(f"resuming: {len(grid) - len(todo)} of {len(grid)} cells already done in {out}")
-    data_by_seed = {}
+    data_by_seed, ready = {config.seeds[0]: (first, None, None)}, set()
     bar = None
     if progress and todo:
         try:
@@ -438,12 +442,15 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
         except ImportError:
             bar = None
     for model, strategy, seed in todo:
-        if seed not in data_by_seed:
-            data = load_dataset(config.dataset, seed=seed, test_size=config.test_size)
-            _check_sizes(data, config)
+        if seed not in data_by_seed or seed not in ready:
+            data = data_by_seed[seed][0] if seed in data_by_seed else None
+            if data is None:
+                data = load_dataset(config.dataset, seed=seed, test_size=config.test_size)
+                _check_sizes(data, config)
             needs_features = config.mode == "one-shot" or "logreg" in config.models
             F = _features(data, config, out / "cache") if needs_features else (None, None)
             data_by_seed = {seed: (data, *F)}  # one split in memory at a time
+            ready = {seed}
         data, F_train, F_test = data_by_seed[seed]
         tc = time.perf_counter()
         run = _run_iterative if config.mode == "iterative" else _run_one_shot

@@ -199,10 +199,37 @@ class ActiveLearner:
             raise ValueError(
                 f"X has {n_x} samples but y has {y.size if y.ndim == 0 else len(y)} labels."
             )
+        if y.dtype.kind == "f" and np.isnan(y).any():
+            raise ValueError(
+                f"y contains NaN labels (first at position {int(np.flatnonzero(np.isnan(y))[0])}"
+                "); give every sample a label. Nothing was taught."
+            )
         return y
+
+    @staticmethod
+    def _label_kind(y):
+        """``"numeric"``, ``"string"`` or None (other / empty) for a label array."""
+        if y.dtype.kind in "biuf":
+            return "numeric"
+        if y.dtype.kind in "US":
+            return "string"
+        if y.dtype.kind == "O" and len(y):
+            if all(isinstance(v, str) for v in y):
+                return "string"
+            if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in y):
+                return "numeric"
+        return None
 
     def _add_training_data(self, X, y):
         y = self._check_y(X, y)
+        if self.y_training is not None and len(self.y_training) and len(y):
+            old, new = self._label_kind(self.y_training), self._label_kind(y)
+            if old is not None and new is not None and old != new:
+                raise TypeError(
+                    f"y holds {new} labels (e.g. {y[0]!r}) but the labels taught so far are "
+                    f"{old} (e.g. {self.y_training[0]!r}); mixing them would silently turn "
+                    "every label into a string. Use one label type. Nothing was taught."
+                )
         if self.X_training is None:
             self.X_training, self.y_training = X, y
         else:
@@ -265,12 +292,26 @@ class ActiveLearner:
             still added to the training data.
         **fit_kwargs
             Passed to ``estimator.fit``.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For NaN labels or labels of another type (numbers after strings or the
+            reverse). Teaching is all or nothing: when validation or the fit fails, the
+            training data is left as it was.
         """
+        previous = self.X_training, self.y_training
         self._add_training_data(X, y)
-        if only_new:
-            self.estimator.fit(X, self._check_y(X, y), **fit_kwargs)
-        else:
-            self._fit_to_known(bootstrap=bootstrap, **fit_kwargs)
+        try:
+            if only_new:
+                self.estimator.fit(X, self._check_y(X, y), **fit_kwargs)
+            else:
+                self._fit_to_known(bootstrap=bootstrap, **fit_kwargs)
+        except BaseException:
+            # all or nothing: a failed fit does not keep the new rows (which would break
+            # every later teach)
+            self.X_training, self.y_training = previous
+            raise
 
     def query(self, X_pool, *query_args, return_metrics=False, **query_kwargs):
         """Ask the strategy for the most informative samples of ``X_pool``.

@@ -6,6 +6,22 @@ proposed batches, trainings, the embedding cache's reference), the batch sheets
 ``models/``. The images are never copied or modified.
 """
 
-from ._project import COLD_START, STRATEGIES, Project, ProjectError, init_project
+from ._project import (
+    COLD_START,
+    STRATEGIES,
+    LabelConflictError,
+    Project,
+    ProjectError,
+    ReadOnlyProjectError,
+    init_project,
+)
 
-__all__ = ["COLD_START", "STRATEGIES", "Project", "ProjectError", "init_project"]
+__all__ = [
+    "COLD_START",
+    "STRATEGIES",
+    "LabelConflictError",
+    "Project",
+    "ProjectError",
+    "ReadOnlyProjectError",
+    "init_project",
+]

@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 from ._db import BUSY_TIMEOUT_MS
-from ._project import COLD_START, STRATEGIES, Project, ProjectError, init_project
+from ._project import (
+    COLD_START,
+    STRATEGIES,
+    LabelConflictError,
+    Project,
+    ProjectError,
+    init_project,
+)
 
 __all__ = ["add_project_parser", "run_project"]
 
@@ -21,10 +28,11 @@ the previous state, and two commands at once wait for each other.
 
   init     create a project for an image folder and a class list
   propose  write batch-<k>.csv (fill its label column) and batch-<k>.html (thumbnails)
-  import   import a path,label CSV (a filled batch CSV, or any tool's export)
+  import   import labels: a path,label CSV / TSV (a filled batch CSV, or any tool's
+           export) or a Label Studio export (JSON, JSON-MIN, CSV); all or nothing
   status   labels per class, batches, a validation estimate, the learning curve
   train    fit and save a model on the labels so far
-  export   write the labels as CSV
+  export   write the labels as CSV, or the open batch as Label Studio tasks
   sheet    write a batch's sheets again
   rescan   bring the project in line with a changed image folder (propose, status
            and train rescan first too)
@@ -33,6 +41,9 @@ Before two classes have labels, propose uses the label-free --cold-start strateg
 (default bilaf) on frozen backbone embeddings; afterwards --strategy (default entropy)
 with logistic regression on those embeddings (cached in the project). Fine-tuning the
 backbone (LoRA or linear probing with PEALClassifier) is `train --finetune lora`.
+
+A project you may not write (read-only files or folder) is opened read-only: status
+and export work, the other commands fail and say so.
 """
 
 
@@ -115,8 +126,20 @@ def add_project_parser(sub):
         help="close the open batches first: their unlabelled images may be proposed again",
     )
 
-    imp = add("import", "import labels from a CSV (path,label; all or nothing)")
-    imp.add_argument("csv", type=Path, help="CSV with a path and a label column")
+    imp = add(
+        "import",
+        "import labels from a CSV (path,label) or a Label Studio export; all or nothing: "
+        "an unknown class or path, or a label differing from the current one without "
+        "--relabel, imports nothing and exits 1",
+    )
+    imp.add_argument(
+        "csv",
+        type=Path,
+        metavar="FILE",
+        help="CSV / TSV with a path and a label column (delimiter detected; UTF-8, or "
+        "UTF-16 / UTF-8 with a byte-order mark), or a Label Studio JSON / JSON-MIN / CSV "
+        "export (detected)",
+    )
     imp.add_argument(
         "--relabel",
         action="store_true",
@@ -144,11 +167,38 @@ def add_project_parser(sub):
         "--lr", type=float, default=1e-3, help="--finetune learning rate (default: 0.001)"
     )
 
-    export = add("export", "write the labels as CSV (path,label,annotator,time)")
-    export.add_argument("--out", type=Path, required=True, help="the CSV file to write")
+    export = add(
+        "export",
+        "write the labels as CSV (path,label,annotator,time; images present in the folder), "
+        "or with --format label-studio an open batch as Label Studio tasks",
+    )
+    export.add_argument("--out", type=Path, required=True, help="the file to write")
     export.add_argument("--force", action="store_true", help="replace an existing --out")
     export.add_argument(
-        "--history", action="store_true", help="every label ever given, superseded ones too"
+        "--history",
+        action="store_true",
+        help="every label ever given, superseded ones and missing images' too (csv)",
+    )
+    export.add_argument(
+        "--format",
+        choices=["csv", "label-studio"],
+        default="csv",
+        help="csv: the labels; label-studio: tasks JSON of an open batch with the model's "
+        "predictions as pre-annotations, plus <out stem>.label-config.xml "
+        "(default: %(default)s)",
+    )
+    export.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=None,
+        help="label-studio: the batch (default: the latest open one)",
+    )
+    export.add_argument(
+        "--document-root",
+        type=Path,
+        default=None,
+        help="label-studio: the folder Label Studio serves local files from "
+        "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; default: the image folder)",
     )
 
     sheet = add(
@@ -157,7 +207,13 @@ def add_project_parser(sub):
     sheet.add_argument("--batch", type=_positive_int, required=True, help="the batch number")
     sheet.add_argument("--force", action="store_true", help="replace existing sheets")
 
-    add("rescan", "add new images, mark removed ones missing, check changed ones")
+    rescan = add("rescan", "add new images, mark removed ones missing, check changed ones")
+    rescan.add_argument(
+        "--carry-renamed",
+        action="store_true",
+        help="give a new unlabelled image the label of a missing labelled image with the "
+        "same content (a renamed or moved file); without it such pairs are only listed",
+    )
     return project
 
 
@@ -166,6 +222,9 @@ def _warn(msg):
 
 
 def _print_scan(scan, verbose=False):
+    if scan is None:
+        print("read-only project: not rescanned")
+        return
     parts = [f"{len(scan[k])} {k}" for k in ("added", "removed", "returned", "changed")]
     if verbose or any(scan[k] for k in ("added", "removed", "returned", "changed")):
         print("scan: " + ", ".join(parts))
@@ -173,6 +232,28 @@ def _print_scan(scan, verbose=False):
         _warn(
             f"{len(scan['removed'])} image(s) no longer in the folder (kept in history, "
             f"marked missing, never proposed): {', '.join(scan['removed'][:20])}"
+        )
+    if scan["removed_labelled"]:
+        listed = "; ".join(f"{rel} ({lab})" for rel, lab in scan["removed_labelled"][:20])
+        _warn(
+            f"{len(scan['removed_labelled'])} labelled image(s) gone: their labels are kept "
+            f"in the history but no longer trained on or exported: {listed}"
+        )
+    if scan["changed_labelled"]:
+        listed = "; ".join(f"{rel} ({lab})" for rel, lab in scan["changed_labelled"][:20])
+        _warn(
+            f"{len(scan['changed_labelled'])} labelled image(s) changed content under the "
+            f"same name; their labels are kept, check them (relabel with import --relabel): "
+            f"{listed}"
+        )
+    if scan["carried"]:
+        listed = "; ".join(f"{old} -> {new} ({lab})" for old, new, lab in scan["carried"][:20])
+        print(f"carried {len(scan['carried'])} label(s) to renamed image(s): {listed}")
+    elif scan["renamed"]:
+        listed = "; ".join(f"{old} -> {new} ({lab})" for old, new, lab in scan["renamed"][:20])
+        _warn(
+            f"{len(scan['renamed'])} labelled image(s) appear renamed (same content): "
+            f"{listed}; run `peal-sk project rescan --carry-renamed` to carry their labels over"
         )
     if scan["corrupt"]:
         listed = "; ".join(f"{rel} ({err})" for rel, err in scan["corrupt"][:20])
@@ -214,7 +295,8 @@ def _run(args):
         _print_scan(scan)
         project.close()
         return 0
-    project = Project(args.project)
+    readonly = True if cmd == "export" and args.format == "csv" else None
+    project = Project(args.project, readonly=readonly)
     try:
         return _COMMANDS[cmd](project, args)
     finally:
@@ -237,17 +319,27 @@ def _propose(project, args):
 
 
 def _import(project, args):
-    r = project.import_labels(args.csv, relabel=args.relabel, annotator=args.annotator)
+    try:
+        r = project.import_labels(args.csv, relabel=args.relabel, annotator=args.annotator)
+    except LabelConflictError as exc:
+        print(
+            f"error: nothing imported from {args.csv}: {len(exc.conflicts)} label(s) differ "
+            "from the current ones (pass --relabel to apply them; the old labels stay in the "
+            "history):",
+            file=sys.stderr,
+        )
+        for rel, old, new in exc.conflicts:
+            print(f"  {rel}: {old} -> {new}", file=sys.stderr)
+        return 1
     print(
-        f"imported {r['new']} new, {r['relabelled']} relabelled, {r['unchanged']} unchanged, "
+        f"{r['format']}: imported {r['new']} new, {r['relabelled']} relabelled, "
+        f"{r['unchanged']} unchanged, "
         f"{r['skipped_empty']} empty label(s) skipped; {r['closed_batches']} batch(es) closed"
     )
     if r["conflicts"]:
-        applied = "applied" if args.relabel else "NOT applied (pass --relabel to apply)"
-        print(f"{len(r['conflicts'])} conflict(s) with existing labels, {applied}:")
+        print(f"{len(r['conflicts'])} label(s) changed (old ones kept in history):")
         for rel, old, new in r["conflicts"]:
             print(f"  {rel}: {old} -> {new}")
-        return 0 if args.relabel else 1
     return 0
 
 
@@ -259,6 +351,12 @@ def _status(project, args):
         f"images: {s['labelled']} labelled, {s['unlabelled']} unlabelled, "
         f"{s['missing']} missing, {s['corrupt']} unreadable"
     )
+    if s["labels_out_of_use"]:
+        listed = "; ".join(f"{rel} ({lab})" for rel, lab in s["labels_out_of_use"][:20])
+        _warn(
+            f"{len(s['labels_out_of_use'])} label(s) of missing or unreadable images, kept in "
+            f"the history but not trained on or exported: {listed}"
+        )
     if s["corrupt_files"]:
         listed = "; ".join(f"{rel} ({err})" for rel, err in s["corrupt_files"][:20])
         _warn(f"{s['corrupt']} unreadable image(s), never proposed: {listed}")
@@ -293,6 +391,23 @@ def _train(project, args):
 
 
 def _export(project, args):
+    if args.format == "label-studio":
+        r = project.export_label_studio(
+            args.out, batch=args.batch, document_root=args.document_root, force=args.force
+        )
+        pre = (
+            "with the model's predictions as pre-annotations"
+            if r["predictions"]
+            else ("without predictions (no model before two classes have labels)")
+        )
+        print(
+            f"wrote {r['n_tasks']} Label Studio tasks of batch {r['batch']} to {r['out']} "
+            f"({pre})\n  labelling config: {r['config']}\n  serve the images with "
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={args.document_root or project.root}\n"
+            f"  then: peal-sk project import --project {args.project} <the JSON export>"
+        )
+        return 0
     r = project.export(args.out, force=args.force, history=args.history)
     print(f"wrote {r['n_labels']} labels to {r['out']}")
     print(f"model: {r['model_path'] or 'none trained yet (peal-sk project train)'}")
@@ -306,7 +421,7 @@ def _sheet(project, args):
 
 
 def _rescan(project, args):
-    _print_scan(project.rescan(), verbose=True)
+    _print_scan(project.rescan(carry_renamed=args.carry_renamed), verbose=True)
     return 0
 
 

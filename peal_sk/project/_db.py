@@ -5,18 +5,35 @@ write lock is taken up front, so two commands never interleave their writes: the
 waits up to ``busy_timeout`` for the first) and commits only when the block finishes; an
 exception, a crash or a kill in the middle leaves the database as it was before the block.
 ``synchronous=FULL`` makes a commit durable once the command reports it.
+
+A project whose folder or database the user may not write is opened read-only
+(``mode=ro``, no switch to WAL, which would be a write): the commands that only read
+(``status``, ``export``) work, the others fail with :class:`ReadOnlyProjectError`.
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
 
 import contextlib
+import os
 import sqlite3
 from datetime import datetime, timezone
+from pathlib import Path
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "connect", "create_schema", "now", "transaction"]
+__all__ = [
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "connect",
+    "create_schema",
+    "is_writable",
+    "migrate",
+    "now",
+    "transaction",
+]
 
 DB_NAME = "project.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions this code reads (older ones are migrated when the project is writable)
+READABLE_VERSIONS = (1, 2)
 #: milliseconds a command waits for another command's write lock before giving up
 BUSY_TIMEOUT_MS = 60_000
 
@@ -30,7 +47,8 @@ CREATE TABLE images (
     mtime_ns INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('present', 'missing', 'corrupt')),
     error TEXT,
-    added TEXT NOT NULL
+    added TEXT NOT NULL,
+    sha256 TEXT
 );
 CREATE TABLE labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -80,8 +98,36 @@ def now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def connect(path):
-    """Open the project database with the settings every command relies on."""
+def is_writable(path):
+    """Whether this process may write the database ``path`` and its folder (WAL files)."""
+    path = Path(path)
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def connect(path, *, readonly=False):
+    """Open the project database with the settings every command relies on.
+
+    ``readonly``: open with ``mode=ro`` and change nothing (no WAL switch). A WAL
+    database in a folder this process cannot write cannot be read through ``mode=ro``
+    alone (SQLite needs its ``-shm`` file); it is then opened ``immutable``, which is
+    safe because nobody without write access can change it through this process.
+    """
+    if readonly:
+        uri = Path(path).resolve().as_uri()
+        for flags in ("mode=ro", "mode=ro&immutable=1"):
+            con = sqlite3.connect(
+                f"{uri}?{flags}", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            con.row_factory = sqlite3.Row
+            try:
+                con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                con.close()
+                if "immutable" in flags:
+                    raise
+                continue
+            return con
     con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     con.row_factory = sqlite3.Row
     con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -111,3 +157,14 @@ def create_schema(con, meta):
                 con.execute(statement)
         con.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", sorted(meta.items()))
+
+
+def migrate(con, version):
+    """Bring a writable database of an older readable version to :data:`SCHEMA_VERSION`."""
+    if version == SCHEMA_VERSION:
+        return
+    with transaction(con):
+        current = con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        if current == 1:  # 2: content hashes (rescan names changed and renamed images)
+            con.execute("ALTER TABLE images ADD COLUMN sha256 TEXT")
+            con.execute("INSERT INTO schema_version (version) VALUES (2)")

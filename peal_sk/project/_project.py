@@ -1,7 +1,16 @@
 """A labelling project on a real image folder: propose, import, train, export.
 
-The state lives in ``<project>/project.sqlite`` (see :mod:`peal_sk.project._db`); the
-images stay where they are and are referred to by their path relative to the image
+:class:`Project` is a thin facade over the parts, each of which a reader can hold in
+their head:
+
+* :mod:`._db` / :mod:`._state` - the SQLite state: every query and transaction;
+* :mod:`._scan` - the image folder: walk, check, hash, rescan;
+* :mod:`._embed_cache` - frozen backbone embeddings, cached on disk;
+* :mod:`._training` - logistic regression, its estimate, fine-tuning (no SQL);
+* :mod:`._importing` / :mod:`._labelstudio` - reading label files, Label Studio formats;
+* :mod:`._render` - batch sheets and label CSVs (no SQL, no model).
+
+The images stay where they are and are referred to by their path relative to the image
 folder. Files the project writes (batch sheets, models, exports, the embedding cache) are
 written to a temporary name and renamed, and never replace a file that already exists
 (an export does with ``force=True``).
@@ -9,106 +18,63 @@ written to a temporary name and renamed, and never replace a file that already e
 
 # SPDX-License-Identifier: BSD-3-Clause
 
-import base64
 import contextlib
-import csv
-import getpass
-import hashlib
-import html
-import io
 import json
 import os
-import sys
-import threading
 import time
-import warnings
 from pathlib import Path
-from urllib.parse import unquote
 
-import numpy as np
-
-from ._db import DB_NAME, SCHEMA_VERSION, connect, create_schema, now, transaction
+from . import _embed_cache, _labelstudio, _render, _scan, _training
+from ._common import (
+    IMAGE_EXTENSIONS,
+    LabelConflictError,
+    ProjectError,
+    ReadOnlyProjectError,
+    write_atomic,
+)
+from ._db import DB_NAME, connect, create_schema, now
+from ._importing import read_label_file, resolve
+from ._state import State
 
 __all__ = [
     "COLD_START",
     "IMAGE_EXTENSIONS",
+    "LabelConflictError",
     "STRATEGIES",
     "Project",
     "ProjectError",
+    "ReadOnlyProjectError",
     "init_project",
 ]
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 #: strategies of ``propose`` once two classes have labels
 STRATEGIES = ("entropy", "margin", "featdist", "random", "kcenter", "bilaf")
 #: label-free strategies of ``propose`` before that (the cold start)
 COLD_START = ("bilaf", "kcenter", "random")
-#: header names recognised in an imported CSV (case-insensitive)
-PATH_COLUMNS = ("path", "relpath", "image", "file", "filename", "filepath", "file_path", "img")
-LABEL_COLUMNS = ("label", "class", "choice", "category", "annotation", "target")
-#: hidden: seconds to sleep after each row inside the import transaction (tests only)
-IMPORT_DELAY_ENV = "PEAL_SK_TEST_IMPORT_DELAY"
-_MAX_LISTED = 20
-_THUMB = 160
 
 
-class ProjectError(ValueError):
-    """A user error: bad input, a missing project, nothing to do."""
+def select(name, n_instances, seed, classifier, X_pool, X_lab=None, y=None):
+    """Run the strategy ``name``: ``(indices into X_pool, scores)``.
 
+    The one place that knows how a strategy name becomes a selector and what it is given.
+    """
+    from .. import selection as s
 
-def _listing(items, n=_MAX_LISTED):
-    items = list(items)
-    shown = "; ".join(str(i) for i in items[:n])
-    return shown + (f"; ... and {len(items) - n} more" if len(items) > n else "")
-
-
-def _default_annotator():
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no user name (e.g. a container without passwd entry)
-        return "unknown"
-
-
-def _check_image(path):
-    """None when PIL decodes the whole file, else the error (truncation included)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except Exception as exc:  # noqa: BLE001 - any decoder error means unreadable
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def _claim(path):
-    """Create ``path`` empty and exclusively (False when it exists)."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
-        return False
-    return True
-
-
-def _write_atomic(path, data, *, overwrite):
-    """Write bytes through a temporary file; never replace ``path`` unless ``overwrite``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    try:
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)  # atomic, fails when path exists
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links on this file system: exclusive create instead
-            with open(path, "xb") as fh:
-                fh.write(data)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    if name == "bilaf":
+        selector = s.BiLAFSelector(
+            n_cores=max(1, n_instances // 3), core_selector="kcenter", random_state=seed
+        )
+    else:
+        selector = {
+            "random": lambda: s.RandomSelector(random_state=seed),
+            "kcenter": lambda: s.KCenterSelector(random_state=seed),
+            "entropy": lambda: s.EntropySelector(random_state=seed),
+            "margin": lambda: s.MarginSelector(random_state=seed),
+            "featdist": lambda: s.FeatureDistanceSelector("class_mean", random_state=seed),
+        }[name]()
+    if name in ("featdist", "kcenter") and X_lab is not None:
+        return selector(classifier, X_pool, n_instances, X_labeled=X_lab, y_labeled=y)
+    return selector(classifier, X_pool, n_instances)
 
 
 def init_project(
@@ -203,23 +169,16 @@ class Project:
     ----------
     path : str or path-like
         The project folder (holding ``project.sqlite``).
+    readonly : bool or None, default=None
+        Open without writing anything (``status`` and ``export`` work; writing methods
+        raise :class:`ReadOnlyProjectError`). ``None``: read-only exactly when this
+        process may not write the database or its folder.
     """
 
-    def __init__(self, path):
-        self.path = Path(path)
-        db = self.path / DB_NAME
-        if not db.is_file():
-            raise FileNotFoundError(
-                f"no project in {self.path} ({DB_NAME} not found); create one with "
-                "`peal-sk project init`."
-            )
-        self.con = connect(db)
-        version = self.con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            raise ProjectError(
-                f"{db} has schema version {version}; this peal_sk reads version {SCHEMA_VERSION}."
-            )
-        meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+    def __init__(self, path, *, readonly=None):
+        self.state = State(path, readonly=readonly)
+        self.path, self.con, self.readonly = self.state.path, self.state.con, self.state.readonly
+        meta = self.state.meta
         self.root = Path(meta["image_root"])
         self.classes = json.loads(meta["classes"])
         self.strategy = meta["strategy"]
@@ -227,198 +186,35 @@ class Project:
         self.backbone = json.loads(meta["backbone"])
 
     def close(self):
-        self.con.close()
+        self.state.close()
 
     # -- the image folder ---------------------------------------------------------------
-    def _walk(self):
-        """``relpath -> (size, mtime_ns)`` of every image file under the root."""
-        found = {}
-        own = self.path.resolve()
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if not d.startswith(".") and (Path(dirpath) / d).resolve() != own
-            )
-            for name in filenames:
-                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                    continue
-                full = Path(dirpath) / name
-                try:
-                    st = full.stat()
-                except OSError:
-                    continue
-                found[full.relative_to(self.root).as_posix()] = (st.st_size, st.st_mtime_ns)
-        return found
+    def rescan(self, *, carry_renamed=False):
+        """Bring the images table in line with the folder (see :func:`._scan.rescan`)."""
+        return _scan.rescan(self.state, self.root, carry_renamed=carry_renamed)
 
-    def rescan(self):
-        """Bring the images table in line with the folder, in one transaction.
+    def _scan_unless_readonly(self):
+        return None if self.readonly else self.rescan()
 
-        New files are added (and checked: a file PIL cannot decode is marked ``corrupt``
-        and never proposed), files gone are marked ``missing`` (their labels and history
-        are kept; they are never proposed), files that came back are ``present`` again,
-        and files whose size or time changed are checked again.
-
-        Returns
-        -------
-        report : dict
-            ``added``, ``removed``, ``returned``, ``changed`` (lists of relpaths) and
-            ``corrupt`` (list of ``(relpath, error)`` found in this scan).
-        """
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"the image folder {self.root} of {self.path} is gone.")
-        on_disk = self._walk()
-        report = {"added": [], "removed": [], "returned": [], "changed": [], "corrupt": []}
-
-        def known_images():
-            rows = self.con.execute("SELECT id, relpath, size, mtime_ns, status FROM images")
-            return {r["relpath"]: r for r in rows}
-
-        # decode new and changed files before taking the write lock (the slow part)
-        known = known_images()
-        checked = {}
-        for rel, stat in on_disk.items():
-            row = known.get(rel)
-            if row is None or row["status"] == "missing" or (row["size"], row["mtime_ns"]) != stat:
-                checked[rel] = (stat, _check_image(self.root / rel))
-        with transaction(self.con):
-            known = known_images()  # another command may have scanned meanwhile
-            stamp = now()
-            for rel, (size, mtime) in sorted(on_disk.items()):
-                row = known.get(rel)
-                if row is not None and row["status"] != "missing":
-                    if (row["size"], row["mtime_ns"]) == (size, mtime):
-                        continue
-                    report["changed"].append(rel)
-                elif row is not None:
-                    report["returned"].append(rel)
-                stat, error = checked.get(rel, (None, None))
-                if stat != (size, mtime):
-                    error = _check_image(self.root / rel)
-                status = "present" if error is None else "corrupt"
-                if error is not None:
-                    report["corrupt"].append((rel, error))
-                if row is None:
-                    report["added"].append(rel)
-                    self.con.execute(
-                        "INSERT INTO images (relpath, size, mtime_ns, status, error, added) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (rel, size, mtime, status, error, stamp),
-                    )
-                else:
-                    self.con.execute(
-                        "UPDATE images SET size = ?, mtime_ns = ?, status = ?, error = ? "
-                        "WHERE id = ?",
-                        (size, mtime, status, error, row["id"]),
-                    )
-            for rel, row in known.items():
-                if rel not in on_disk and row["status"] != "missing":
-                    report["removed"].append(rel)
-                    self.con.execute(
-                        "UPDATE images SET status = 'missing' WHERE id = ?", (row["id"],)
-                    )
-            self._close_finished_batches()
-        return report
-
-    def _close_finished_batches(self):
-        """Close open batches with no present, unlabelled image left (inside a transaction)."""
-        cur = self.con.execute(
-            "UPDATE batches SET closed = 1 WHERE closed = 0 AND NOT EXISTS ("
-            " SELECT 1 FROM batch_items bi JOIN images i ON i.id = bi.image_id"
-            " WHERE bi.batch_id = batches.id AND i.status = 'present' AND bi.image_id NOT IN"
-            " (SELECT image_id FROM labels WHERE superseded = 0))"
-        )
-        return cur.rowcount
-
-    # -- queries ------------------------------------------------------------------------
     def labelled(self):
         """Current labels of present images: rows (id, relpath, size, mtime_ns, label)."""
-        return self.con.execute(
-            "SELECT i.id, i.relpath, i.size, i.mtime_ns, l.label FROM labels l "
-            "JOIN images i ON i.id = l.image_id "
-            "WHERE l.superseded = 0 AND i.status = 'present' ORDER BY i.relpath"
-        ).fetchall()
+        return self.state.labelled()
 
     def pool(self, *, include_open=False):
         """Present, readable images with no label (and in no open batch)."""
-        open_items = (
-            ""
-            if include_open
-            else "AND id NOT IN (SELECT bi.image_id FROM batch_items bi "
-            "JOIN batches b ON b.id = bi.batch_id WHERE b.closed = 0) "
-        )
-        return self.con.execute(
-            "SELECT id, relpath, size, mtime_ns FROM images WHERE status = 'present' "
-            "AND id NOT IN (SELECT image_id FROM labels WHERE superseded = 0) "
-            f"{open_items}ORDER BY relpath"
-        ).fetchall()
+        return self.state.pool(include_open=include_open)
 
-    # -- embeddings ---------------------------------------------------------------------
-    def _cache_file(self):
-        ident = json.dumps(self.backbone, sort_keys=True)
-        digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
-        return ident, self.path / "cache" / f"embeddings-{digest}.npz"
-
+    # -- embeddings and models ----------------------------------------------------------
     def embeddings(self, rows):
-        """Frozen backbone embeddings of ``rows`` (with relpath, size, mtime_ns).
-
-        Computed with :class:`~peal_sk.classifier.BackboneEmbedder` for the images not in
-        the project's cache yet; the cache is one ``.npz`` per backbone configuration,
-        keyed by relpath, size and modification time, so a changed folder only embeds
-        what is new or changed.
-        """
-        ident, path = self._cache_file()
-        keys = [f"{r['relpath']}|{r['size']}|{r['mtime_ns']}" for r in rows]
-        store = {}
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as f:
-                    store = dict(zip(f["keys"].tolist(), f["emb"], strict=True))
-            except (OSError, ValueError, KeyError, EOFError):
-                store = {}  # unreadable cache (e.g. truncated by hand): recompute
-        todo = [i for i, k in enumerate(keys) if k not in store]
-        if todo:
-            import importlib.util
-
-            from ..classifier import BackboneEmbedder
-
-            progress = sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None
-            emb = BackboneEmbedder(
-                self.backbone["backbone"],
-                pretrained=self.backbone["pretrained"],
-                img_size=self.backbone["img_size"],
-                backbone_kwargs=self.backbone["backbone_kwargs"] or None,
-                progress=progress,
-            ).fit()
-            new = emb.transform([str(self.root / rows[i]["relpath"]) for i in todo])
-            store.update({keys[i]: vec for i, vec in zip(todo, new, strict=True)})
-            path.parent.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            all_keys = sorted(store)
-            np.savez(
-                buf,
-                keys=np.asarray(all_keys, dtype=str),
-                emb=np.stack([store[k] for k in all_keys]).astype(np.float32),
-            )
-            _write_atomic(path, buf.getvalue(), overwrite=True)
-            with transaction(self.con):
-                self.con.execute(
-                    "INSERT OR IGNORE INTO embeddings (backbone_config, cache_path, created) "
-                    "VALUES (?, ?, ?)",
-                    (ident, str(path.relative_to(self.path)), now()),
-                )
-        if not keys:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([store[k] for k in keys]).astype(np.float32)
-
-    # -- models -------------------------------------------------------------------------
-    @staticmethod
-    def _logreg():
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        """Frozen backbone embeddings of ``rows`` (cached; see :mod:`._embed_cache`)."""
+        return _embed_cache.embeddings(
+            rows,
+            project_path=self.path,
+            root=self.root,
+            backbone=self.backbone,
+            persist=not self.readonly,
+            on_new_cache=self.state.record_embedding_cache,
+        )
 
     def estimate(self, labelled=None, X=None):
         """Cross-validated accuracy of logistic regression on the embeddings.
@@ -430,38 +226,12 @@ class Project:
             How it was computed, or why there is none.
         """
         labelled = self.labelled() if labelled is None else labelled
-        y = np.asarray([r["label"] for r in labelled])
-        counts = {c: int(np.sum(y == c)) for c in self.classes}
-        short = [f"{c} ({n})" for c, n in counts.items() if n < 2]
-        if short:
-            return None, (
-                "no estimate: cross-validation needs >= 2 labels of every class; too few "
-                f"for {', '.join(short)}"
-            )
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-        X = self.embeddings(labelled) if X is None else X
-        n_splits = min(5, min(counts.values()))
-        cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=0)
-        score = float(np.mean(cross_val_score(self._logreg(), X, y, cv=cv)))
-        return score, f"{n_splits}-fold CV accuracy of logreg on embeddings, {len(y)} labels"
+        y = [r["label"] for r in labelled]
+        return _training.estimate(
+            y, self.classes, lambda: self.embeddings(labelled) if X is None else X
+        )
 
     # -- propose ------------------------------------------------------------------------
-    def _selector(self, name, n_instances, seed):
-        from .. import selection as s
-
-        if name == "bilaf":
-            return s.BiLAFSelector(
-                n_cores=max(1, n_instances // 3), core_selector="kcenter", random_state=seed
-            )
-        return {
-            "random": lambda: s.RandomSelector(random_state=seed),
-            "kcenter": lambda: s.KCenterSelector(random_state=seed),
-            "entropy": lambda: s.EntropySelector(random_state=seed),
-            "margin": lambda: s.MarginSelector(random_state=seed),
-            "featdist": lambda: s.FeatureDistanceSelector("class_mean", random_state=seed),
-        }[name]()
-
     def propose(self, n_instances, *, release_open=False):
         """Choose the next ``n_instances`` images to label and write the batch sheets.
 
@@ -479,6 +249,7 @@ class Project:
         n_instances = int(n_instances)
         if n_instances < 1:
             raise ProjectError(f"--n must be >= 1; got {n_instances}.")
+        self.state.require_writable("propose")
         scan = self.rescan()
         labelled, pool = self.labelled(), self.pool(include_open=release_open)
         if n_instances > len(pool):
@@ -487,22 +258,18 @@ class Project:
                 "readable, unlabelled and in no open batch); ask for fewer, label the open "
                 "batches, or pass --release-open to return their unlabelled images to the pool."
             )
-        seed = int(self.con.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM batches").fetchone()[0])
+        seed = self.state.next_batch_seed()
         y = [r["label"] for r in labelled]
         phase = "model" if len(set(y)) >= 2 else "cold start"
         strategy = self.strategy if phase == "model" else self.cold_start
-        selector = self._selector(strategy, n_instances, seed)
         classifier, X_lab = None, None
         if phase == "model":
             X = self.embeddings([*pool, *labelled])
             X_pool, X_lab = X[: len(pool)], X[len(pool) :]
-            classifier = self._logreg().fit(X_lab, y)
+            classifier = _training.logreg().fit(X_lab, y)
         else:
             X_pool = self.embeddings(pool)
-        if strategy in ("featdist", "kcenter") and X_lab is not None:
-            idx, scores = selector(classifier, X_pool, n_instances, X_labeled=X_lab, y_labeled=y)
-        else:
-            idx, scores = selector(classifier, X_pool, n_instances)
+        idx, scores = select(strategy, n_instances, seed, classifier, X_pool, X_lab, y)
         config = {
             "phase": phase,
             "strategy": strategy,
@@ -515,32 +282,10 @@ class Project:
             else None,
             "backbone": self.backbone,
         }
-        with transaction(self.con):
-            released = 0
-            if release_open:
-                released = self.con.execute(
-                    "UPDATE batches SET closed = 1 WHERE closed = 0"
-                ).rowcount
-            eligible = {r["id"] for r in self.pool()}  # another command may have run
-            picks = [(pool[i], float(sc)) for i, sc in zip(idx, scores, strict=True)]
-            dropped = [row["relpath"] for row, _ in picks if row["id"] not in eligible]
-            picks = [(row, sc) for row, sc in picks if row["id"] in eligible]
-            if not picks:
-                raise ProjectError(
-                    "every proposed image was labelled or proposed by another command "
-                    "meanwhile; run propose again."
-                )
-            batch = self.con.execute(
-                "INSERT INTO batches (created, strategy, config) VALUES (?, ?, ?)",
-                (now(), strategy, json.dumps(config, sort_keys=True)),
-            ).lastrowid
-            self.con.executemany(
-                "INSERT INTO batch_items (batch_id, image_id, score, rank) VALUES (?, ?, ?, ?)",
-                [
-                    (batch, row["id"], sc if np.isfinite(sc) else None, rank)
-                    for rank, (row, sc) in enumerate(picks)
-                ],
-            )
+        picks = [(pool[i], float(sc)) for i, sc in zip(idx, scores, strict=True)]
+        batch, picks, dropped, released = self.state.record_batch(
+            strategy, config, picks, release_open=release_open
+        )
         # the sheets are written after the commit: a crash in between loses no label and
         # `peal-sk project sheet --batch K` writes them again
         files = self.write_sheets(batch, orphans=True)
@@ -568,25 +313,26 @@ class Project:
         files : dict
             The paths written: ``csv`` and / or ``html``.
         """
-        row = self.con.execute(
-            "SELECT strategy, config FROM batches WHERE id = ?", (int(batch),)
-        ).fetchone()
-        if row is None:
-            raise ProjectError(f"no batch {batch} in {self.path}.")
-        phase = json.loads(row["config"]).get("phase", "")
-        items = self.con.execute(
-            "SELECT i.relpath, bi.score FROM batch_items bi JOIN images i ON i.id = bi.image_id "
-            "WHERE bi.batch_id = ? ORDER BY bi.rank",
-            (int(batch),),
-        ).fetchall()
-        texts = self._sheets(batch, row["strategy"], phase, [tuple(r) for r in items])
+        strategy, config, rows = self.state.batch(batch)
+        items = [(r["relpath"], r["score"]) for r in rows]
+        texts = {
+            "csv": _render.batch_csv(items),
+            "html": _render.batch_html(
+                batch,
+                strategy,
+                config.get("phase", ""),
+                items,
+                classes=self.classes,
+                root=self.root,
+            ),
+        }
         files = {}
-        for kind, text in zip(("csv", "html"), texts, strict=True):
+        for kind, text in texts.items():
             path = self.path / f"batch-{batch}.{kind}"
             if orphans and path.exists():
                 path.rename(path.with_name(f"{path.name}.orphan-{time.time_ns()}"))
             try:
-                _write_atomic(path, text.encode(), overwrite=force)
+                write_atomic(path, text.encode(), overwrite=force)
             except FileExistsError:
                 continue  # kept: it may hold labels being typed in
             files[kind] = path
@@ -597,234 +343,102 @@ class Project:
             )
         return files
 
-    def _sheets(self, batch, strategy, phase, items):
-        def fmt(score, digits):
-            return "" if score is None else f"{score:.{digits}g}"
-
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["path", "score", "label"])
-        for rel, score in items:
-            writer.writerow([rel, fmt(score, 6), ""])
-        cards = []
-        for rank, (rel, score) in enumerate(items):
-            cards.append(
-                f'<figure><img alt="{html.escape(rel)}" src="{self._thumbnail(rel)}">'
-                f"<figcaption>{rank + 1}. {html.escape(rel)}<br>score {fmt(score, 4)}"
-                "</figcaption></figure>"
-            )
-        title = f"batch {batch}: {len(items)} images ({strategy}, {phase})"
-        page = (
-            "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(title)}</title><style>"
-            "body{font-family:sans-serif}figure{display:inline-block;width:180px;margin:6px;"
-            "vertical-align:top;font-size:12px;word-break:break-all}"
-            "img{max-width:160px;max-height:160px}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>classes: {html.escape(', '.join(self.classes))}. "
-            f"Fill the label column of batch-{batch}.csv, then run "
-            "<code>peal-sk project import</code>.</p>\n" + "\n".join(cards) + "\n</body></html>\n"
-        )
-        return buf.getvalue(), page
-
-    def _thumbnail(self, rel):
-        from PIL import Image
-
-        try:
-            with Image.open(self.root / rel) as im:
-                im = im.convert("RGB")
-                im.thumbnail((_THUMB, _THUMB))
-                buf = io.BytesIO()
-                im.save(buf, format="JPEG", quality=80)
-        except Exception as exc:  # noqa: BLE001 - a sheet without one thumbnail is still useful
-            warnings.warn(
-                f"no thumbnail for {rel} in the contact sheet ({type(exc).__name__}: {exc})",
-                stacklevel=2,
-            )
-            return ""
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
     # -- import -------------------------------------------------------------------------
-    def _read_csv(self, path):
-        """Rows ``(line, path, label)`` of a CSV, with or without a header."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"CSV file {path} not found.")
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            rows = [(reader.line_num, row) for row in reader]
-        rows = [(line, row) for line, row in rows if any(c.strip() for c in row)]
-        if not rows:
-            raise ProjectError(f"{path} holds no rows.")
-        header = [c.strip().lower() for c in rows[0][1]]
-        if any(h in PATH_COLUMNS for h in header):
-            p_col = next(i for i, h in enumerate(header) if h in PATH_COLUMNS)
-            l_col = next((i for i, h in enumerate(header) if h in LABEL_COLUMNS), None)
-            if l_col is None:
-                raise ProjectError(
-                    f"{path}: header {rows[0][1]} has no label column (one of "
-                    f"{', '.join(LABEL_COLUMNS)})."
-                )
-            rows = rows[1:]
-        else:
-            p_col, l_col = 0, 1
-        out = []
-        for line, row in rows:
-            if len(row) <= max(p_col, l_col):
-                if len(row) > p_col and row[p_col].strip():
-                    out.append((line, row[p_col].strip(), ""))  # no label cell: skipped
-                    continue
-                raise ProjectError(f"{path} line {line}: expected path and label; got {row}.")
-            out.append((line, row[p_col].strip(), row[l_col].strip()))
-        return out
-
-    def _relpath(self, value, known):
-        """The project relpath of a CSV path cell (relative to the root, or absolute).
-
-        A Label Studio local-files URL (``/data/local-files/?d=dir/img.jpg``) is relative
-        to Label Studio's document root: its longest tail that is a project image wins.
-        """
-        if "?d=" in value:
-            parts = Path(unquote(value.split("?d=", 1)[1])).as_posix().split("/")
-            tails = ("/".join(parts[k:]) for k in range(len(parts)))
-            return next((t for t in tails if t in known), value)
-        if value.startswith("file://"):
-            value = unquote(value[len("file://") :])
-        if os.path.isabs(value):
-            try:
-                value = os.path.relpath(value, self.root)
-            except ValueError:  # another drive on Windows
-                return value
-            if value.startswith(".."):
-                # the root may be reached through a symlink: try the resolved path too
-                value = os.path.relpath(os.path.realpath(value), os.path.realpath(self.root))
-        return Path(os.path.normpath(value)).as_posix()
-
     def import_labels(self, csv_path, *, relabel=False, annotator=None):
-        """Import ``path,label`` rows, all or nothing, in one transaction.
+        """Import labels from a file, all or nothing, in one transaction.
 
-        Rows with an empty label are skipped. Unknown class names or paths that are not
-        images of the project raise :class:`ProjectError` listing them with their CSV
+        The file is a ``path,label`` CSV / TSV (with or without a header; the delimiter
+        is detected; UTF-8, or UTF-16 / UTF-8 with a byte-order mark) or a Label Studio
+        export (JSON, JSON-MIN or CSV; choice annotations). Rows with an empty label are
+        skipped. Unknown class names, paths that are not images of the project, or labels
+        that differ from the current ones (unless ``relabel=True``, which supersedes the
+        old label, kept in the history) raise :class:`ProjectError` listing them with their
         line numbers, and nothing is imported. A label equal to the current one changes
-        nothing (re-importing a CSV is a no-op); a different one is a conflict, reported
-        and not applied unless ``relabel=True``, which supersedes the old label (kept in
-        the history) with the new one.
+        nothing (re-importing a file is a no-op).
 
         Returns
         -------
         report : dict
             ``new``, ``unchanged``, ``relabelled`` (counts), ``conflicts`` (list of
-            ``(relpath, old, new)``, applied when ``relabel``), ``skipped_empty``,
-            ``closed_batches``.
+            ``(relpath, old, new)``, applied), ``skipped_empty``, ``closed_batches`` and
+            ``format`` (how the file was read).
         """
-        rows = self._read_csv(csv_path)
-        annotator = annotator or _default_annotator()
-        delay = float(os.environ.get(IMPORT_DELAY_ENV, "0") or 0)
-        report = {"new": 0, "unchanged": 0, "relabelled": 0, "conflicts": [], "skipped_empty": 0}
-        with transaction(self.con):
-            ids = dict(self.con.execute("SELECT relpath, id FROM images").fetchall())
-            unknown_labels, unknown_paths, wanted = {}, [], {}
-            for line, value, label in rows:
-                if not label:
-                    report["skipped_empty"] += 1
-                    continue
-                if label not in self.classes:
-                    unknown_labels.setdefault(label, []).append(line)
-                rel = self._relpath(value, ids)
-                if rel not in ids:
-                    unknown_paths.append(f"line {line}: {value}")
-                    continue
-                wanted.setdefault(rel, []).append((line, label))
-            errors = []
-            if unknown_labels:
-                listed = "; ".join(
-                    f"{lab!r} on line(s) {', '.join(map(str, lines))}"
-                    for lab, lines in sorted(unknown_labels.items())
-                )
-                errors.append(
-                    f"unknown class name(s) (classes: {', '.join(self.classes)}): {listed}"
-                )
-            if unknown_paths:
-                errors.append(
-                    f"{len(unknown_paths)} path(s) not in the project (image folder "
-                    f"{self.root}): {_listing(unknown_paths)}"
-                )
-            clashes = [
-                f"{rel} (" + ", ".join(f"line {n}: {lab}" for n, lab in seen) + ")"
-                for rel, seen in wanted.items()
-                if len({lab for _, lab in seen}) > 1
-            ]
-            if clashes:
-                errors.append(f"different labels for the same image: {_listing(clashes)}")
-            if errors:
-                raise ProjectError(f"nothing imported from {csv_path}:\n  " + "\n  ".join(errors))
-            stamp, source = now(), str(csv_path)
-            for k, (rel, seen) in enumerate(sorted(wanted.items())):
-                if delay:
-                    print(f"import row {k + 1}/{len(wanted)}", file=sys.stderr, flush=True)
-                    time.sleep(delay)
-                label, image_id = seen[0][1], ids[rel]
-                current = self.con.execute(
-                    "SELECT id, label FROM labels WHERE image_id = ? AND superseded = 0",
-                    (image_id,),
-                ).fetchone()
-                if current is not None and current["label"] == label:
-                    report["unchanged"] += 1
-                    continue
-                if current is not None:
-                    report["conflicts"].append((rel, current["label"], label))
-                    if not relabel:
-                        continue
-                    self.con.execute(
-                        "UPDATE labels SET superseded = 1 WHERE id = ?", (current["id"],)
-                    )
-                    report["relabelled"] += 1
-                else:
-                    report["new"] += 1
-                self.con.execute(
-                    "INSERT INTO labels (image_id, label, annotator, time, source) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (image_id, label, annotator, stamp, source),
-                )
-            report["closed_batches"] = self._close_finished_batches()
-        return report
+        self.state.require_writable("import")
+        rows, kind = read_label_file(csv_path)
+        report = self._import_rows(rows, relabel, annotator, str(csv_path))
+        return {**report, "format": kind}
 
-    # -- status, train, export ------------------------------------------------------------
-    def status(self, *, estimate=True):
-        """Counts, batches, the validation estimate and the learning curve so far."""
-        scan = self.rescan()
-        q = self.con.execute
-        per_class = dict(
-            q(
-                "SELECT l.label, COUNT(*) FROM labels l JOIN images i ON i.id = l.image_id "
-                "WHERE l.superseded = 0 AND i.status = 'present' GROUP BY l.label"
-            ).fetchall()
+    def import_records(self, records, *, relabel=False, annotator=None, source="records"):
+        """Import in-memory ``(relpath, label)`` pairs like :meth:`import_labels`.
+
+        The same transactional path as the file import: all or nothing, history kept,
+        empty labels skipped, conflicts with current labels refused (raising
+        :class:`LabelConflictError`, nothing imported) unless ``relabel=True``. Errors
+        name the records by their position (``record 1`` is the first).
+
+        Parameters
+        ----------
+        records : iterable of (str, str)
+            Image path (relative to the image folder, or absolute) and class name.
+        relabel : bool, default=False
+            Apply labels that differ from the current ones (the old ones stay in history).
+        annotator : str, default=None
+            Who labelled (default: the OS user).
+        source : str, default="records"
+            Recorded with each label (where it came from, e.g. ``"serve"``).
+
+        Returns
+        -------
+        report : dict
+            The same summary as :meth:`import_labels` (without ``format``).
+        """
+        rows = []
+        for k, record in enumerate(records, start=1):
+            try:
+                value, label = record
+            except (TypeError, ValueError):
+                raise ProjectError(
+                    f"record {k} must be a (path, label) pair; got {record!r}."
+                ) from None
+            rows.append((f"record {k}", str(value).strip(), str(label).strip()))
+        return self._import_rows(rows, relabel, annotator, str(source))
+
+    def _import_rows(self, rows, relabel, annotator, source):
+        return self.state.import_rows(
+            rows,
+            classes=self.classes,
+            resolve=lambda value, known: resolve(value, known, self.root),
+            relabel=relabel,
+            annotator=annotator,
+            source=source,
+            what=source,
         )
-        by_status = dict(q("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
+
+    # -- status, train, export ----------------------------------------------------------
+    def status(self, *, estimate=True):
+        """Counts, batches, the validation estimate and the learning curve so far.
+
+        A read-only project is not rescanned (``scan`` is None) and computes missing
+        embeddings without caching them.
+        """
+        scan = self._scan_unless_readonly()
+        counts = self.state.status_counts()
         labelled = self.labelled()
-        batches = q(
-            "SELECT b.id, b.created, b.strategy, b.closed, COUNT(bi.image_id) AS n FROM batches b "
-            "LEFT JOIN batch_items bi ON bi.batch_id = b.id GROUP BY b.id ORDER BY b.id"
-        ).fetchall()
+        by_status = counts["by_status"]
         result = {
             "image_root": str(self.root),
             "classes": self.classes,
-            "per_class": {c: int(per_class.get(c, 0)) for c in self.classes},
+            "per_class": {c: int(counts["per_class"].get(c, 0)) for c in self.classes},
             "labelled": len(labelled),
             "unlabelled": by_status.get("present", 0) - len(labelled),
             "missing": by_status.get("missing", 0),
             "corrupt": by_status.get("corrupt", 0),
-            "corrupt_files": [
-                (r["relpath"], r["error"])
-                for r in q("SELECT relpath, error FROM images WHERE status = 'corrupt'")
-            ],
-            "batches": [dict(b) for b in batches],
-            "curve": [
-                dict(r)
-                for r in q(
-                    "SELECT time, n_labels, estimate, model, model_path FROM trainings ORDER BY id"
-                )
-            ],
+            "corrupt_files": counts["corrupt_files"],
+            "labels_out_of_use": counts["labels_out_of_use"],
+            "batches": counts["batches"],
+            "curve": counts["curve"],
             "scan": scan,
+            "readonly": self.readonly,
         }
         if estimate:
             result["estimate"], result["estimate_note"] = self.estimate(labelled)
@@ -840,7 +454,9 @@ class Project:
         :class:`~peal_sk.classifier.PEALClassifier` trained on the images, saved with
         ``save_adapters``. The recorded estimate is always the cross-validated accuracy
         of the logistic regression on embeddings (cheap, comparable from train to train).
+        Labels of missing or unreadable images are never trained on.
         """
+        self.state.require_writable("train")
         scan = self.rescan()
         labelled = self.labelled()
         y = [r["label"] for r in labelled]
@@ -849,58 +465,27 @@ class Project:
                 f"training needs labels of at least 2 classes; got {len(y)} label(s) of "
                 f"{len(set(y))} class(es)."
             )
-        models = self.path / "models"
-        models.mkdir(exist_ok=True)
         X = self.embeddings(labelled)
         estimate, note = self.estimate(labelled, X)
-        n = 1 + int(self.con.execute("SELECT COUNT(*) FROM trainings").fetchone()[0])
+        n = 1 + self.state.n_trainings()
+        models = self.path / "models"
         if finetune is None:
-            import joblib
-
-            model = self._logreg().fit(X, y)
-            payload = {
-                "model": model,
-                "features": "frozen backbone embeddings (peal_sk.classifier.BackboneEmbedder)",
-                "backbone": self.backbone,
-                "classes": self.classes,
-            }
-            buf = io.BytesIO()
-            joblib.dump(payload, buf)
-            while not _claim(models / f"model-{n}-logreg.joblib"):
-                n += 1
-            path = models / f"model-{n}-logreg.joblib"
-            _write_atomic(path, buf.getvalue(), overwrite=True)
-            kind = "logreg"
+            path, kind = _training.fit_logreg(
+                models, n, X, y, backbone=self.backbone, classes=self.classes
+            )
         else:
-            from ..classifier import PEALClassifier
-
-            clf = PEALClassifier(
-                self.backbone["backbone"],
-                pretrained=self.backbone["pretrained"],
-                img_size=self.backbone["img_size"],
-                backbone_kwargs=self.backbone["backbone_kwargs"] or None,
-                finetune=finetune,
-                max_epochs=epochs,
-                lr=lr,
+            path, kind = _training.fit_finetuned(
+                models,
+                n,
+                [str(self.root / r["relpath"]) for r in labelled],
+                y,
+                backbone=self.backbone,
                 classes=self.classes,
-                random_state=0,
+                finetune=finetune,
+                epochs=epochs,
+                lr=lr,
             )
-            clf.fit([str(self.root / r["relpath"]) for r in labelled], y)
-            while True:
-                path = models / f"model-{n}-{finetune}"
-                try:
-                    path.mkdir()
-                    break
-                except FileExistsError:
-                    n += 1
-            clf.save_adapters(path)
-            kind = f"PEALClassifier(finetune={finetune!r})"
-        with transaction(self.con):
-            self.con.execute(
-                "INSERT INTO trainings (time, n_labels, estimate, estimate_note, model, "
-                "model_path) VALUES (?, ?, ?, ?, ?, ?)",
-                (now(), len(y), estimate, note, kind, str(path.relative_to(self.path))),
-            )
+        self.state.record_training(len(y), estimate, note, kind, path)
         return {
             "model_path": path,
             "model": kind,
@@ -911,8 +496,11 @@ class Project:
         }
 
     def export(self, out, *, force=False, history=False):
-        """Write the labels as CSV ``path,label,annotator,time`` (``history``: every
-        label ever given, with a ``superseded`` column).
+        """Write the labels as CSV ``path,label,annotator,time``.
+
+        Only labels of images present in the folder are exported; ``history`` writes
+        every label ever given (missing images' too) with ``superseded`` and
+        ``image_status`` columns. Works on a read-only project.
 
         Returns
         -------
@@ -920,28 +508,73 @@ class Project:
             ``out``, ``n_labels`` and ``model_path`` (the latest trained model or None).
         """
         out = Path(out)
-        where = "" if history else "WHERE l.superseded = 0"
-        rows = self.con.execute(
-            "SELECT i.relpath, l.label, l.annotator, l.time, l.superseded FROM labels l "
-            f"JOIN images i ON i.id = l.image_id {where} ORDER BY i.relpath, l.id"
-        ).fetchall()
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        header = ["path", "label", "annotator", "time"] + (["superseded"] if history else [])
-        writer.writerow(header)
-        for r in rows:
-            writer.writerow(list(r)[: len(header)])
+        rows = self.state.export_rows(history=history)
+        self._write_out(out, _render.labels_csv(rows, history=history), force)
+        return {"out": out, "n_labels": len(rows), "model_path": self.state.last_model_path()}
+
+    def export_label_studio(self, out, *, batch=None, document_root=None, force=False):
+        """Write an open batch as Label Studio tasks JSON and its labelling config XML.
+
+        Parameters
+        ----------
+        out : path-like
+            The tasks file (``.json``); the config is written next to it as
+            ``<stem>.label-config.xml``.
+        batch : int, default=None
+            The batch (default: the latest open one).
+        document_root : path-like, default=None
+            Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` (default: the
+            image folder); image URLs are ``/data/local-files/?d=<path under it>``.
+        force : bool, default=False
+            Replace existing files.
+
+        Returns
+        -------
+        result : dict
+            ``out``, ``config`` (paths), ``batch``, ``n_tasks`` and ``predictions``
+            (whether pre-annotations were written: once two classes have labels).
+        """
+        out = Path(out)
+        batch = self.state.latest_open_batch() if batch is None else int(batch)
+        if batch is None:
+            raise ProjectError(
+                f"no open batch in {self.path}; propose one first (peal-sk project propose)."
+            )
+        _, _, rows = self.state.batch(batch)
+        items = [(r["relpath"], r["score"]) for r in rows]
+        labelled = self.labelled()
+        y = [r["label"] for r in labelled]
+        predictions = model_version = None
+        if len(set(y)) >= 2 and rows:
+            X = self.embeddings([*rows, *labelled])
+            labels, probas = _training.predict(X[len(rows) :], y, X[: len(rows)])
+            predictions = list(zip(labels, probas, strict=True))
+            model_version = (
+                f"peal_sk logreg on {self.backbone['backbone']} embeddings, {len(y)} labels"
+            )
+        tasks = _labelstudio.tasks(
+            items,
+            root=self.root,
+            document_root=self.root if document_root is None else document_root,
+            predictions=predictions,
+            model_version=model_version,
+        )
+        config = out.with_name(f"{out.stem}.label-config.xml")
+        self._write_out(out, json.dumps(tasks, indent=1) + "\n", force)
+        self._write_out(config, _labelstudio.label_config(self.classes), force)
+        return {
+            "out": out,
+            "config": config,
+            "batch": batch,
+            "n_tasks": len(tasks),
+            "predictions": predictions is not None,
+        }
+
+    @staticmethod
+    def _write_out(out, text, force):
         try:
-            _write_atomic(out, buf.getvalue().encode(), overwrite=force)
+            write_atomic(out, text.encode(), overwrite=force)
         except FileExistsError:
             raise FileExistsError(
                 f"{out} exists; it is never overwritten without --force."
             ) from None
-        last = self.con.execute(
-            "SELECT model_path FROM trainings ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return {
-            "out": out,
-            "n_labels": len(rows),
-            "model_path": None if last is None else self.path / last[0],
-        }

@@ -55,11 +55,35 @@ def check_n_instances(n_instances, n_pool, *, name="n_instances"):
     return n_instances
 
 
+#: the largest feature-vector norm whose square stays far from overflow (1e-6 of the max)
+_SAFE_NORM = {
+    np.float32: float(np.sqrt(np.finfo(np.float32).max * 1e-6)),
+    np.float64: float(np.sqrt(np.finfo(np.float64).max * 1e-6)),
+}
+
+
+def _is_sparse(X):
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy comes with scikit-learn
+        return False
+    return sp.issparse(X)
+
+
 def check_features(X, *, name="X_pool", n_features=None):
     """Validate 2-D numeric, finite features; float32 stays float32, others become float64.
 
+    Float32 features so large that squared distances would overflow float32 (or lose
+    everything to rounding) are computed in float64 instead, which changes no selection
+    of a distance-based selector; features too large even for float64 are refused with
+    a hint to rescale them. Sparse matrices are refused (densify or reduce them first).
     The input is never modified (a copy is made only when a conversion is needed).
     """
+    if _is_sparse(X):
+        raise TypeError(
+            f"{name}: sparse matrices are not supported: densify or reduce them first "
+            "(e.g. X.toarray(), or TruncatedSVD to a few hundred dimensions)."
+        )
     arr = np.asarray(X)
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise TypeError(
@@ -90,6 +114,16 @@ def check_features(X, *, name="X_pool", n_features=None):
         raise ValueError(
             f"{name} contains NaN or infinite values (first at row {bad[0]}, column "
             f"{bad[1]}: {arr[bad[0], bad[1]]!r})."
+        )
+    # squared distances sum n_features terms of up to (2 * max|x|)^2 each
+    scale = float(np.max(np.abs(arr))) * 2.0 * np.sqrt(arr.shape[1])
+    if arr.dtype == np.float32 and scale > _SAFE_NORM[np.float32]:
+        arr = arr.astype(np.float64)
+    if scale > _SAFE_NORM[np.float64]:
+        raise ValueError(
+            f"{name} has values of magnitude {np.max(np.abs(arr)):.3g}: squared distances "
+            "would overflow even in float64. Rescale the features (e.g. StandardScaler) "
+            "first."
         )
     return arr
 

@@ -1,0 +1,91 @@
+"""What every part of a project shares: its errors, file writing, listings."""
+
+# SPDX-License-Identifier: BSD-3-Clause
+
+import contextlib
+import getpass
+import os
+import threading
+from pathlib import Path
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LabelConflictError",
+    "ProjectError",
+    "ReadOnlyProjectError",
+    "claim",
+    "default_annotator",
+    "listing",
+    "write_atomic",
+]
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+_MAX_LISTED = 20
+
+
+class ProjectError(ValueError):
+    """A user error: bad input, a missing project, nothing to do."""
+
+
+class ReadOnlyProjectError(ProjectError):
+    """A command that writes was asked of a project opened read-only."""
+
+
+class LabelConflictError(ProjectError):
+    """An import would change current labels without ``relabel``: nothing was imported.
+
+    ``conflicts`` lists ``(relpath, current label, imported label)``.
+    """
+
+    def __init__(self, what, conflicts):
+        self.conflicts = list(conflicts)
+        listed = listing(f"{rel}: {old} -> {new}" for rel, old, new in self.conflicts)
+        super().__init__(
+            f"nothing imported from {what}: {len(self.conflicts)} label(s) differ from the "
+            f"current ones (pass --relabel / relabel=True to apply them; the old labels stay "
+            f"in the history): {listed}"
+        )
+
+
+def listing(items, n=_MAX_LISTED):
+    """``a; b; c; ... and 7 more``."""
+    items = list(items)
+    shown = "; ".join(str(i) for i in items[:n])
+    return shown + (f"; ... and {len(items) - n} more" if len(items) > n else "")
+
+
+def default_annotator():
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name (e.g. a container without passwd entry)
+        return "unknown"
+
+
+def claim(path):
+    """Create ``path`` empty and exclusively (False when it exists)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
+def write_atomic(path, data, *, overwrite):
+    """Write bytes through a temporary file; never replace ``path`` unless ``overwrite``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    try:
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)  # atomic, fails when path exists
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links on this file system: exclusive create instead
+            with open(path, "xb") as fh:
+                fh.write(data)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -1,0 +1,357 @@
+"""The project's state in SQL: every query and every write of labels, batches, trainings.
+
+One :class:`State` per open project. Writes go through :func:`~._db.transaction` (all or
+nothing); a project opened read-only refuses them with :class:`ReadOnlyProjectError`
+before touching the database.
+"""
+
+# SPDX-License-Identifier: BSD-3-Clause
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ._common import (
+    LabelConflictError,
+    ProjectError,
+    ReadOnlyProjectError,
+    default_annotator,
+    listing,
+)
+from ._db import (
+    DB_NAME,
+    READABLE_VERSIONS,
+    SCHEMA_VERSION,
+    connect,
+    is_writable,
+    migrate,
+    now,
+    transaction,
+)
+
+__all__ = ["IMPORT_DELAY_ENV", "State"]
+
+#: hidden: seconds to sleep after each row inside the import transaction (tests only)
+IMPORT_DELAY_ENV = "PEAL_SK_TEST_IMPORT_DELAY"
+
+
+def _where(places):
+    """``line(s) 3, 5`` / ``record(s) 1, 2`` from ``["line 3", "line 5"]``."""
+    kind = places[0].split()[0]
+    return f"{kind}(s) " + ", ".join(p.split(" ", 1)[1] for p in places)
+
+
+class State:
+    """The open database of the project folder ``path`` and its settings (``meta``)."""
+
+    def __init__(self, path, *, readonly=None):
+        self.path = Path(path)
+        db = self.path / DB_NAME
+        if not db.is_file():
+            raise FileNotFoundError(
+                f"no project in {self.path} ({DB_NAME} not found); create one with "
+                "`peal-sk project init`."
+            )
+        self.readonly = not is_writable(db) if readonly is None else bool(readonly)
+        self.con = connect(db, readonly=self.readonly)
+        version = self.con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        if version not in READABLE_VERSIONS:
+            raise ProjectError(
+                f"{db} has schema version {version}; this peal_sk reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}."
+            )
+        if not self.readonly:
+            migrate(self.con, version)
+        self.version = SCHEMA_VERSION if not self.readonly else version
+        self.meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+
+    def close(self):
+        self.con.close()
+
+    def write(self, action):
+        """The transaction of a write; refused with a clear message when read-only."""
+        self.require_writable(action)
+        return transaction(self.con)
+
+    def require_writable(self, action):
+        """Raise :class:`ReadOnlyProjectError` naming ``action`` when read-only."""
+        if self.readonly:
+            raise ReadOnlyProjectError(
+                f"{self.path} is read-only for this user (no write permission on "
+                f"{self.path / DB_NAME} or its folder): `{action}` needs to write. The "
+                "read-only commands (status, export) work."
+            )
+
+    # -- queries ------------------------------------------------------------------------
+    def labelled(self):
+        """Current labels of present images: rows (id, relpath, size, mtime_ns, label)."""
+        return self.con.execute(
+            "SELECT i.id, i.relpath, i.size, i.mtime_ns, l.label FROM labels l "
+            "JOIN images i ON i.id = l.image_id "
+            "WHERE l.superseded = 0 AND i.status = 'present' ORDER BY i.relpath"
+        ).fetchall()
+
+    def pool(self, *, include_open=False):
+        """Present, readable images with no label (and in no open batch)."""
+        open_items = (
+            ""
+            if include_open
+            else "AND id NOT IN (SELECT bi.image_id FROM batch_items bi "
+            "JOIN batches b ON b.id = bi.batch_id WHERE b.closed = 0) "
+        )
+        return self.con.execute(
+            "SELECT id, relpath, size, mtime_ns FROM images WHERE status = 'present' "
+            "AND id NOT IN (SELECT image_id FROM labels WHERE superseded = 0) "
+            f"{open_items}ORDER BY relpath"
+        ).fetchall()
+
+    def next_batch_seed(self):
+        return int(self.con.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM batches").fetchone()[0])
+
+    def batch(self, batch):
+        """``(strategy, config dict, items [(id, relpath, size, mtime_ns, score)])``."""
+        row = self.con.execute(
+            "SELECT strategy, config FROM batches WHERE id = ?", (int(batch),)
+        ).fetchone()
+        if row is None:
+            raise ProjectError(f"no batch {batch} in {self.path}.")
+        items = self.con.execute(
+            "SELECT i.id, i.relpath, i.size, i.mtime_ns, bi.score FROM batch_items bi "
+            "JOIN images i ON i.id = bi.image_id WHERE bi.batch_id = ? ORDER BY bi.rank",
+            (int(batch),),
+        ).fetchall()
+        return row["strategy"], json.loads(row["config"]), items
+
+    def latest_open_batch(self):
+        row = self.con.execute("SELECT MAX(id) FROM batches WHERE closed = 0").fetchone()
+        return row[0]
+
+    def status_counts(self):
+        q = self.con.execute
+        per_class = dict(
+            q(
+                "SELECT l.label, COUNT(*) FROM labels l JOIN images i ON i.id = l.image_id "
+                "WHERE l.superseded = 0 AND i.status = 'present' GROUP BY l.label"
+            ).fetchall()
+        )
+        by_status = dict(q("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
+        missing_labelled = [
+            tuple(r)
+            for r in q(
+                "SELECT i.relpath, l.label FROM labels l JOIN images i ON i.id = l.image_id "
+                "WHERE l.superseded = 0 AND i.status != 'present' ORDER BY i.relpath"
+            )
+        ]
+        batches = q(
+            "SELECT b.id, b.created, b.strategy, b.closed, COUNT(bi.image_id) AS n FROM batches b "
+            "LEFT JOIN batch_items bi ON bi.batch_id = b.id GROUP BY b.id ORDER BY b.id"
+        ).fetchall()
+        return {
+            "per_class": per_class,
+            "by_status": by_status,
+            "labels_out_of_use": missing_labelled,
+            "corrupt_files": [
+                (r["relpath"], r["error"])
+                for r in q("SELECT relpath, error FROM images WHERE status = 'corrupt'")
+            ],
+            "batches": [dict(b) for b in batches],
+            "curve": [
+                dict(r)
+                for r in q(
+                    "SELECT time, n_labels, estimate, model, model_path FROM trainings ORDER BY id"
+                )
+            ],
+        }
+
+    def n_trainings(self):
+        return int(self.con.execute("SELECT COUNT(*) FROM trainings").fetchone()[0])
+
+    def last_model_path(self):
+        last = self.con.execute(
+            "SELECT model_path FROM trainings ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if last is None else self.path / last[0]
+
+    def export_rows(self, *, history=False):
+        """Current labels of present images, or (``history``) every label ever given."""
+        if history:
+            return self.con.execute(
+                "SELECT i.relpath, l.label, l.annotator, l.time, l.superseded, i.status "
+                "FROM labels l JOIN images i ON i.id = l.image_id ORDER BY i.relpath, l.id"
+            ).fetchall()
+        return self.con.execute(
+            "SELECT i.relpath, l.label, l.annotator, l.time FROM labels l "
+            "JOIN images i ON i.id = l.image_id WHERE l.superseded = 0 AND i.status = 'present' "
+            "ORDER BY i.relpath, l.id"
+        ).fetchall()
+
+    # -- writes -------------------------------------------------------------------------
+    def close_finished_batches(self):
+        """Close open batches with no present, unlabelled image left (inside a transaction)."""
+        cur = self.con.execute(
+            "UPDATE batches SET closed = 1 WHERE closed = 0 AND NOT EXISTS ("
+            " SELECT 1 FROM batch_items bi JOIN images i ON i.id = bi.image_id"
+            " WHERE bi.batch_id = batches.id AND i.status = 'present' AND bi.image_id NOT IN"
+            " (SELECT image_id FROM labels WHERE superseded = 0))"
+        )
+        return cur.rowcount
+
+    def record_batch(self, strategy, config, picks, *, release_open=False):
+        """Record a batch of ``picks`` ``[(image row, score)]`` in one transaction.
+
+        Returns ``(batch id, kept picks, dropped relpaths, released batches)``: images
+        labelled or proposed by another command meanwhile are dropped.
+        """
+        with self.write("propose"):
+            released = 0
+            if release_open:
+                released = self.con.execute(
+                    "UPDATE batches SET closed = 1 WHERE closed = 0"
+                ).rowcount
+            eligible = {r["id"] for r in self.pool()}  # another command may have run
+            dropped = [row["relpath"] for row, _ in picks if row["id"] not in eligible]
+            picks = [(row, sc) for row, sc in picks if row["id"] in eligible]
+            if not picks:
+                raise ProjectError(
+                    "every proposed image was labelled or proposed by another command "
+                    "meanwhile; run propose again."
+                )
+            batch = self.con.execute(
+                "INSERT INTO batches (created, strategy, config) VALUES (?, ?, ?)",
+                (now(), strategy, json.dumps(config, sort_keys=True)),
+            ).lastrowid
+            self.con.executemany(
+                "INSERT INTO batch_items (batch_id, image_id, score, rank) VALUES (?, ?, ?, ?)",
+                [
+                    (batch, row["id"], sc if sc == sc and abs(sc) != float("inf") else None, k)
+                    for k, (row, sc) in enumerate(picks)
+                ],
+            )
+            self._test_delay("propose")
+        return batch, picks, dropped, released
+
+    def record_training(self, n_labels, estimate, note, kind, model_path):
+        with self.write("train"):
+            self._test_delay("train")
+            self.con.execute(
+                "INSERT INTO trainings (time, n_labels, estimate, estimate_note, model, "
+                "model_path) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    now(),
+                    n_labels,
+                    estimate,
+                    note,
+                    kind,
+                    str(Path(model_path).relative_to(self.path)),
+                ),
+            )
+
+    def record_embedding_cache(self, ident, cache_path):
+        if self.readonly:
+            return
+        with self.write("embed"):
+            self.con.execute(
+                "INSERT OR IGNORE INTO embeddings (backbone_config, cache_path, created) "
+                "VALUES (?, ?, ?)",
+                (ident, str(Path(cache_path).relative_to(self.path)), now()),
+            )
+
+    def import_rows(self, rows, *, classes, resolve, relabel, annotator, source, what):
+        """The one transactional import of labels: all or nothing.
+
+        ``rows`` are ``(where, path, label)`` (``where``: ``"line 3"``, ``"record 2"``);
+        ``resolve(value, known relpaths)`` maps a path cell to a project relpath.
+        """
+        annotator = annotator or default_annotator()
+        report = {"new": 0, "unchanged": 0, "relabelled": 0, "conflicts": [], "skipped_empty": 0}
+        with self.write("import"):
+            ids = dict(self.con.execute("SELECT relpath, id FROM images").fetchall())
+            status = dict(self.con.execute("SELECT relpath, status FROM images").fetchall())
+            unknown_labels, unknown_paths, unscanned, gone, wanted = {}, [], [], [], {}
+            root = Path(self.meta["image_root"])
+            for where, value, label in rows:
+                if not label:
+                    report["skipped_empty"] += 1
+                    continue
+                if label not in classes:
+                    unknown_labels.setdefault(label, []).append(where)
+                rel = resolve(value, ids)
+                if rel not in ids:
+                    on_disk = not rel.startswith("..") and (root / rel).is_file()
+                    (unscanned if on_disk else unknown_paths).append(f"{where}: {value}")
+                    continue
+                if status[rel] == "missing":
+                    gone.append(f"{where}: {value}")
+                    continue
+                wanted.setdefault(rel, []).append((where, label))
+            errors = []
+            if unknown_labels:
+                listed = "; ".join(
+                    f"{lab!r} on {_where(places)}" for lab, places in sorted(unknown_labels.items())
+                )
+                errors.append(f"unknown class name(s) (classes: {', '.join(classes)}): {listed}")
+            if unknown_paths:
+                errors.append(
+                    f"{len(unknown_paths)} path(s) not in the project (image folder "
+                    f"{root}): {listing(unknown_paths)}"
+                )
+            if unscanned:
+                errors.append(
+                    f"{len(unscanned)} image(s) added to the folder since the last scan: "
+                    f"{listing(unscanned)}; run `peal-sk project rescan --project "
+                    f"{self.path}` first, then import again"
+                )
+            if gone:
+                errors.append(
+                    f"{len(gone)} image(s) no longer in the folder (marked missing by the "
+                    f"last scan): {listing(gone)}"
+                )
+            clashes = [
+                f"{rel} (" + ", ".join(f"{n}: {lab}" for n, lab in seen) + ")"
+                for rel, seen in wanted.items()
+                if len({lab for _, lab in seen}) > 1
+            ]
+            if clashes:
+                errors.append(f"different labels for the same image: {listing(clashes)}")
+            if errors:
+                raise ProjectError(f"nothing imported from {what}:\n  " + "\n  ".join(errors))
+            stamp = now()
+            for k, (rel, seen) in enumerate(sorted(wanted.items())):
+                self._test_delay("import", f"import row {k + 1}/{len(wanted)}")
+                label, image_id = seen[0][1], ids[rel]
+                current = self.con.execute(
+                    "SELECT id, label FROM labels WHERE image_id = ? AND superseded = 0",
+                    (image_id,),
+                ).fetchone()
+                if current is not None and current["label"] == label:
+                    report["unchanged"] += 1
+                    continue
+                if current is not None:
+                    report["conflicts"].append((rel, current["label"], label))
+                    if not relabel:
+                        continue
+                    self.con.execute(
+                        "UPDATE labels SET superseded = 1 WHERE id = ?", (current["id"],)
+                    )
+                    report["relabelled"] += 1
+                else:
+                    report["new"] += 1
+                self.con.execute(
+                    "INSERT INTO labels (image_id, label, annotator, time, source) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (image_id, label, annotator, stamp, source),
+                )
+            if report["conflicts"] and not relabel:
+                raise LabelConflictError(what, report["conflicts"])  # rolls everything back
+            report["closed_batches"] = self.close_finished_batches()
+        return report
+
+    @staticmethod
+    def _test_delay(command, message=None):
+        """Tests only: sleep inside the open transaction so a test can kill the process."""
+        delay = float(os.environ.get(IMPORT_DELAY_ENV, "0") or 0)
+        if delay:
+            print(message or f"{command} in transaction", file=sys.stderr, flush=True)
+            time.sleep(delay)

@@ -4,6 +4,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,3 +26,21 @@ def run_metadata(script):
         "numpy": np.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+#: the shared data folder, next to the repository (``../shared/data``), never an absolute path
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def cifar10_npz(path=None):
+    """The CIFAR-10 archive (``--data``, default ``../shared/data/cifar10-jpeg.npz``).
+
+    Raises ``SystemExit`` with the expected location when it is missing, before any work.
+    """
+    path = Path(path) if path is not None else SHARED_DATA / "cifar10-jpeg.npz"
+    if not path.is_file():
+        raise SystemExit(
+            f"CIFAR-10 data not found: expected the file {path} (cifar10-jpeg.npz, see "
+            "shared/data/README.md next to the repository); pass --data PATH to use another copy."
+        )
+    return path

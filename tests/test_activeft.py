@@ -1,4 +1,4 @@
-"""ActiveFT (ALGORITHMS.md section 4): loss, gradient, optimisation and selection."""
+"""ActiveFT (docs/user_guide/algorithms.rst): loss, gradient, optimisation and selection."""
 
 import numpy as np
 import pytest

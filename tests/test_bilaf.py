@@ -1,9 +1,10 @@
 """Correctness of BiLAFSelector against the slow reference in ``_bilaf_reference.py``.
 
-The reference is written from ALGORITHMS.md section 5 with the project's decisions on the
-points the spec leaves open; with ``core_indices`` given no randomness is involved, so the
-fast selector must return the same samples in the same order, and the same intermediate
-results (cores, clusters, denoising, allocation; boundary scores up to rounding).
+The reference is written from docs/user_guide/algorithms.rst (section "BiLAF") with the
+project's decisions on the points the spec leaves open; with ``core_indices`` given no
+randomness is involved, so the fast selector must return the same samples in the same
+order, and the same intermediate results (cores, clusters, denoising, allocation; boundary
+scores up to rounding).
 """
 
 import itertools

@@ -7,8 +7,7 @@ proposed batches, trainings, the embedding cache's reference), the batch sheets
 """
 
 from ._project import (
-    COLD_START,
-    STRATEGIES,
+    DEFAULT_STRATEGY_PARAMS,
     LabelConflictError,
     Project,
     ProjectError,
@@ -17,8 +16,7 @@ from ._project import (
 )
 
 __all__ = [
-    "COLD_START",
-    "STRATEGIES",
+    "DEFAULT_STRATEGY_PARAMS",
     "LabelConflictError",
     "Project",
     "ProjectError",

@@ -8,10 +8,9 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from ..selection import parse_selector_params
 from ._db import BUSY_TIMEOUT_MS
 from ._project import (
-    COLD_START,
-    STRATEGIES,
     LabelConflictError,
     Project,
     ProjectError,
@@ -87,17 +86,27 @@ def add_project_parser(sub):
     init = add("init", "create a project for an image folder (searched recursively)")
     init.add_argument("--images", type=Path, required=True, help="the image folder")
     init.add_argument("--classes", nargs="+", required=True, help="the class names")
+    from ..selection import list_selectors
+
     init.add_argument(
         "--strategy",
-        choices=STRATEGIES,
         default="entropy",
-        help="strategy once two classes have labels (default: %(default)s)",
+        help="strategy once two classes have labels (default: %(default)s; one of "
+        f"{', '.join(i.name for i in list_selectors())})",
     )
     init.add_argument(
         "--cold-start",
-        choices=COLD_START,
         default="bilaf",
-        help="label-free strategy used until then (default: %(default)s)",
+        help="label-free strategy used until then (default: %(default)s; one of "
+        f"{', '.join(i.name for i in list_selectors(cold_start=True))})",
+    )
+    init.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="STRATEGY.NAME=VALUE",
+        help="a strategy parameter kept in the project, e.g. bilaf.n_cores=10 (repeatable; "
+        "the same option as peal-sk simulate)",
     )
     init.add_argument(
         "--backbone",
@@ -119,6 +128,13 @@ def add_project_parser(sub):
     propose = add("propose", "propose the next batch of images to label")
     propose.add_argument(
         "--n", type=_positive_int, default=20, help="images in the batch (default: %(default)s)"
+    )
+    propose.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="STRATEGY.NAME=VALUE",
+        help="a strategy parameter for this batch only, e.g. bilaf.core_selector=activeft",
     )
     propose.add_argument(
         "--release-open",
@@ -282,6 +298,7 @@ def _run(args):
             args.classes,
             strategy=args.strategy,
             cold_start=args.cold_start,
+            strategy_params=parse_selector_params(args.param),
             backbone=args.backbone,
             img_size=args.img_size,
             pretrained=args.pretrained,
@@ -304,7 +321,9 @@ def _run(args):
 
 
 def _propose(project, args):
-    r = project.propose(args.n, release_open=args.release_open)
+    r = project.propose(
+        args.n, release_open=args.release_open, strategy_params=parse_selector_params(args.param)
+    )
     _print_scan(r["scan"])
     if r["released"]:
         print(f"released {r['released']} open batch(es)")

@@ -37,42 +37,52 @@ from ._importing import read_label_file, resolve
 from ._state import State
 
 __all__ = [
-    "COLD_START",
+    "DEFAULT_STRATEGY_PARAMS",
     "IMAGE_EXTENSIONS",
     "LabelConflictError",
-    "STRATEGIES",
     "Project",
     "ProjectError",
     "ReadOnlyProjectError",
     "init_project",
 ]
 
-#: strategies of ``propose`` once two classes have labels
-STRATEGIES = ("entropy", "margin", "featdist", "random", "kcenter", "bilaf")
-#: label-free strategies of ``propose`` before that (the cold start)
-COLD_START = ("bilaf", "kcenter", "random")
+#: strategy parameters every new project starts with (``--param`` adds to them): BiLAF's
+#: cores by k-centre, which needs no iterations and suits pools of any size
+DEFAULT_STRATEGY_PARAMS = {"bilaf": {"core_selector": "kcenter"}}
 
 
-def select(name, n_instances, seed, classifier, X_pool, X_lab=None, y=None):
+def check_strategies(strategy, cold_start, strategy_params):
+    """Validate a project's strategies against the registry; raise ``ProjectError``."""
+    from ..selection import get_selector, list_selectors
+
+    names = [info.name for info in list_selectors()]
+    cold = [info.name for info in list_selectors(cold_start=True)]
+    if strategy not in names:
+        raise ProjectError(f"unknown strategy {strategy!r}; choose from {names}.")
+    if cold_start not in cold:
+        raise ProjectError(
+            f"cold start {cold_start!r} is not a label-free strategy; choose from {cold}."
+        )
+    if not isinstance(strategy_params, dict):
+        raise ProjectError(f"strategy parameters must be a mapping; got {strategy_params!r}.")
+    for name, params in strategy_params.items():
+        try:
+            get_selector(name, **params)
+        except (TypeError, ValueError) as exc:
+            raise ProjectError(f"--param {name}: {exc}") from exc
+
+
+def select(name, n_instances, seed, classifier, X_pool, X_lab=None, y=None, params=None):
     """Run the strategy ``name``: ``(indices into X_pool, scores)``.
 
-    The one place that knows how a strategy name becomes a selector and what it is given.
+    The one place that turns a strategy name into a selector (through the registry, as
+    ``peal-sk simulate`` does) and gives it what it needs: the labelled embeddings go to
+    every strategy once there are labels (those that do not use them ignore them).
     """
-    from .. import selection as s
+    from ..selection import make_selector
 
-    if name == "bilaf":
-        selector = s.BiLAFSelector(
-            n_cores=max(1, n_instances // 3), core_selector="kcenter", random_state=seed
-        )
-    else:
-        selector = {
-            "random": lambda: s.RandomSelector(random_state=seed),
-            "kcenter": lambda: s.KCenterSelector(random_state=seed),
-            "entropy": lambda: s.EntropySelector(random_state=seed),
-            "margin": lambda: s.MarginSelector(random_state=seed),
-            "featdist": lambda: s.FeatureDistanceSelector("class_mean", random_state=seed),
-        }[name]()
-    if name in ("featdist", "kcenter") and X_lab is not None:
+    selector = make_selector(name, params, n_instances=n_instances, random_state=seed)
+    if X_lab is not None:
         return selector(classifier, X_pool, n_instances, X_labeled=X_lab, y_labeled=y)
     return selector(classifier, X_pool, n_instances)
 
@@ -88,8 +98,14 @@ def init_project(
     img_size=224,
     pretrained=True,
     backbone_kwargs=None,
+    strategy_params=None,
 ):
     """Create a project in the folder ``project`` for the image folder ``images``.
+
+    ``strategy`` and ``cold_start`` are registered strategy names
+    (:func:`peal_sk.selection.list_selectors`; the cold start must be label-free), and
+    ``strategy_params`` (``{"bilaf": {"n_cores": 30}}``) is added to
+    :data:`DEFAULT_STRATEGY_PARAMS` and kept in the project.
 
     Returns
     -------
@@ -103,10 +119,10 @@ def init_project(
     classes = [str(c).strip() for c in classes]
     if len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes):
         raise ProjectError(f"--classes needs at least 2 distinct non-empty names; got {classes}.")
-    if strategy not in STRATEGIES:
-        raise ProjectError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}.")
-    if cold_start not in COLD_START:
-        raise ProjectError(f"unknown cold start {cold_start!r}; choose from {list(COLD_START)}.")
+    params = {k: dict(v) for k, v in DEFAULT_STRATEGY_PARAMS.items()}
+    for name, values in (strategy_params or {}).items():
+        params.setdefault(name, {}).update(values)
+    check_strategies(strategy, cold_start, params)
     if int(img_size) < 1:
         raise ProjectError(f"img_size must be >= 1; got {img_size}.")
     if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
@@ -123,6 +139,7 @@ def init_project(
         "classes": json.dumps(classes),
         "strategy": strategy,
         "cold_start": cold_start,
+        "strategy_params": json.dumps(params, sort_keys=True),
         "backbone": json.dumps(
             {
                 "backbone": backbone,
@@ -183,6 +200,10 @@ class Project:
         self.classes = json.loads(meta["classes"])
         self.strategy = meta["strategy"]
         self.cold_start = meta["cold_start"]
+        # projects made before strategy parameters existed ran BiLAF with these
+        self.strategy_params = json.loads(
+            meta.get("strategy_params") or json.dumps(DEFAULT_STRATEGY_PARAMS)
+        )
         self.backbone = json.loads(meta["backbone"])
 
     def close(self):
@@ -232,12 +253,14 @@ class Project:
         )
 
     # -- propose ------------------------------------------------------------------------
-    def propose(self, n_instances, *, release_open=False):
+    def propose(self, n_instances, *, release_open=False, strategy_params=None):
         """Choose the next ``n_instances`` images to label and write the batch sheets.
 
         Before two classes have labels, the project's label-free ``cold_start`` strategy
         runs on the frozen embeddings of the pool; afterwards the configured strategy,
         with logistic regression fitted on the embeddings of the labelled images.
+        ``strategy_params`` overrides the project's strategy parameters for this batch
+        (recorded in the batch's configuration).
 
         Returns
         -------
@@ -249,6 +272,10 @@ class Project:
         n_instances = int(n_instances)
         if n_instances < 1:
             raise ProjectError(f"--n must be >= 1; got {n_instances}.")
+        params = {k: dict(v) for k, v in self.strategy_params.items()}
+        for name, values in (strategy_params or {}).items():
+            params.setdefault(name, {}).update(values)
+        check_strategies(self.strategy, self.cold_start, params)
         self.state.require_writable("propose")
         scan = self.rescan()
         labelled, pool = self.labelled(), self.pool(include_open=release_open)
@@ -269,10 +296,13 @@ class Project:
             classifier = _training.logreg().fit(X_lab, y)
         else:
             X_pool = self.embeddings(pool)
-        idx, scores = select(strategy, n_instances, seed, classifier, X_pool, X_lab, y)
+        idx, scores = select(
+            strategy, n_instances, seed, classifier, X_pool, X_lab, y, params.get(strategy)
+        )
         config = {
             "phase": phase,
             "strategy": strategy,
+            "strategy_params": params.get(strategy, {}),
             "n_instances": n_instances,
             "n_labels": len(y),
             "n_pool": len(pool),

@@ -1,8 +1,9 @@
 """BiLAF: one-shot core + boundary selection (Lu et al., "Boundary Matters", NeurIPS 2024).
 
-The algorithm is specified in ALGORITHMS.md section 5; the points it leaves open are
-decided here and documented on :class:`BiLAFSelector`. ``tests/_bilaf_reference.py`` is
-a slow, loop-by-loop transcription of the same specification and the tests require this
+The algorithm is specified on the documentation's algorithm page
+(docs/user_guide/algorithms.rst, "BiLAF"); the points it leaves open are decided here and
+documented on :class:`BiLAFSelector`. ``tests/_bilaf_reference.py`` is a slow,
+loop-by-loop transcription of the same specification and the tests require this
 implementation to return the same samples in the same order.
 
 Where the time goes and how it is kept down (N = 50k, d = 384, K = 250, B = 5000 takes
@@ -397,7 +398,7 @@ def _kcenter_cores(F, cores, budget):
 class BiLAFSelector(BaseSelector):
     """BiLAF: cold-start selection of core samples, then denoised boundary samples.
 
-    Needs no labels and no fitted model. Four stages (ALGORITHMS.md section 5):
+    Needs no labels and no fitted model. Four stages (:ref:`algorithms`):
 
     0. **cores**: ``K`` core samples for global diversity (ActiveFT by default); every
        sample joins the cluster of its nearest core;

@@ -28,7 +28,7 @@ __all__ = ["ClassBalancedSelector", "class_balanced_picks", "class_balanced_samp
     prefer_skip_nested_validation=True,
 )
 def class_balanced_picks(y_cand, classes, counts, n_instances, rng):
-    """The PCB picking rule on a candidate set (spec section 3).
+    """The PCB picking rule on a candidate set (:ref:`algorithms`, "Class-balanced sampling").
 
     Until ``n_instances`` picks: take the class ``c*`` with the fewest labelled samples
     (ties: lowest class index), pick a seeded-random unpicked candidate predicted as

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ._db import BUSY_TIMEOUT_MS
 from ._project import COLD_START, STRATEGIES, Project, ProjectError, init_project
+from ._serve import add_serve_arguments, serve_command
 
 __all__ = ["add_project_parser", "run_project"]
 
@@ -28,6 +29,7 @@ the previous state, and two commands at once wait for each other.
   sheet    write a batch's sheets again
   rescan   bring the project in line with a changed image folder (propose, status
            and train rescan first too)
+  serve    label the open batch in a browser: a local page with a random access token
 
 Before two classes have labels, propose uses the label-free --cold-start strategy
 (default bilaf) on frozen backbone embeddings; afterwards --strategy (default entropy)
@@ -158,6 +160,7 @@ def add_project_parser(sub):
     sheet.add_argument("--force", action="store_true", help="replace existing sheets")
 
     add("rescan", "add new images, mark removed ones missing, check changed ones")
+    add_serve_arguments(add("serve", "label the open batch in a browser (a local web page)"))
     return project
 
 
@@ -318,4 +321,5 @@ _COMMANDS = {
     "export": _export,
     "sheet": _sheet,
     "rescan": _rescan,
+    "serve": serve_command,
 }

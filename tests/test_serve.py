@@ -8,6 +8,8 @@ the real embeddings are tested in test_project.py.
 import http.client
 import json
 import os
+import re
+import shutil
 import socket
 import sqlite3
 import threading
@@ -52,12 +54,14 @@ def truth(path):
     return os.path.basename(path).split("_")[0]
 
 
-def make_project(tmp_path, n_images=12, batch=6):
+def make_project(tmp_path, n_images=12, batch=6, strategy="entropy"):
     images = tmp_path / "images"
     for i in range(n_images):
         cls = CLASSES[i % 3]
         write_image(images / ("sub" if i % 2 else "") / f"{cls}_{i}.png", cls, i)
-    proj, _ = init_project(tmp_path / "proj", images, CLASSES, cold_start="random")
+    proj, _ = init_project(
+        tmp_path / "proj", images, CLASSES, strategy=strategy, cold_start="random"
+    )
     if batch:
         proj.propose(batch)
     proj.close()
@@ -600,3 +604,109 @@ def test_cli_serve_runs_until_interrupted(project, monkeypatch, capsys):
     assert main(["project", "serve", "--project", str(project), "--port", "0"]) == 0
     out = capsys.readouterr().out
     assert "http://127.0.0.1:" in out and "?token=" in out and "stopped." in out
+
+
+# -- a real browser ---------------------------------------------------------------------------
+CHROMIUM = os.environ.get("PEAL_SK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "_static" / "labelling_page.png"
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api",
+        reason="the browser test needs the playwright package (pip install playwright; "
+        "never `playwright install`: it uses Debian's chromium)",
+    )
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(
+            f"the browser test needs Chromium at {CHROMIUM} (apt-get install chromium) "
+            "or PEAL_SK_CHROMIUM=/path/to/chromium"
+        )
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser.expect = sync_api.expect
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_label_a_batch_in_a_real_browser_with_the_keyboard(tmp_path, browser):
+    expect = browser.expect
+    project = make_project(tmp_path, n_images=24, batch=6, strategy="random")
+    running = Running(project)
+    try:
+        # a first batch labelled, so that a model suggests labels for the second
+        first = {it["path"] for it in batch_items(running)}
+        first |= {"red_0.png", "sub/green_1.png", "blue_2.png"}  # every class
+        status, _ = running.save([{"path": p, "label": truth(p)} for p in sorted(first)])
+        assert status == 200
+        status, data = running.json("POST", "/api/propose", {"n": 8})
+        assert status == 200
+        batch = [it["path"] for it in data["state"]["items"]]
+
+        page = browser.new_page(viewport={"width": 1280, "height": 760})
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(running.server.url)
+        expect(page.locator(".card")).to_have_count(8)
+        expect(page.locator("#model")).to_have_text(re.compile("^suggestions: "))
+        assert "token=" not in page.url  # the token leaves the address bar once loaded
+        assert page.locator(".card .suggest").first.inner_text().startswith("model: ")
+
+        def key_of(path):
+            return str(CLASSES.index(truth(path)) + 1)
+
+        # the first three with number keys, saved; a wrong key on the fourth, undone
+        for path in batch[:3]:
+            page.keyboard.press(key_of(path))
+        page.keyboard.press("s")
+        expect(page.locator("#message")).to_have_text(re.compile("^saved: 3 new"))
+        assert len(db_labels(project)) == len(first) + 3
+        wrong = str((CLASSES.index(truth(batch[3])) + 1) % 3 + 1)
+        page.keyboard.press(wrong)
+        page.keyboard.press("u")
+        page.keyboard.press("Enter")  # accepts the model's suggestion (the true class here)
+        page.keyboard.press(key_of(batch[4]))
+        assert page.inner_text("#progress") == "5 / 8 labelled (2 unsaved)"
+        assert page.inner_text("#title").startswith("peal-sk labelling")
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT))
+        assert len(db_labels(project)) == len(first) + 3  # the last two are not saved
+
+        # unsaved labels survive a reload (kept in the browser until saved)
+        page.reload()
+        expect(page.locator(".card")).to_have_count(8)
+        assert page.inner_text("#message").startswith("2 unsaved label(s) restored")
+        for path in batch[5:]:
+            page.keyboard.press(key_of(path))
+        page.keyboard.press("s")
+        expect(page.locator("#message")).to_have_text(re.compile("^saved: "))
+        assert page.inner_text("#progress") == "8 / 8 labelled"
+        current = {r[0]: r for r in db_labels(project)}
+        assert {p: current[p][1] for p in batch} == {p: truth(p) for p in batch}
+        assert {current[p][2] for p in batch} == {ANNOTATOR}
+
+        # the batch is done: propose the next one from the page
+        assert page.is_visible("#done")
+        page.fill("#next-n", "5")
+        page.click("#propose")
+        expect(page.locator("#subtitle")).to_have_text(re.compile("^batch 3 "))
+        expect(page.locator(".card")).to_have_count(5)
+        assert page.inner_text("#progress") == "0 / 5 labelled"
+        assert errors == []
+    finally:
+        running.close()

@@ -436,7 +436,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = PAGE.replace("__NONCE__", nonce).replace("__CONFIG__", text.replace("&", "\\u0026"))
         csp = (
             f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-            "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'"
         )
         extra = [("Content-Security-Policy", csp)]

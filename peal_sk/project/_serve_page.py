@@ -13,6 +13,7 @@ PAGE = r"""<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
+<link rel="icon" href="data:,">
 <title>peal-sk labelling</title>
 <style nonce="__NONCE__">
   :root { --ok: #1a7f37; --pending: #bf8700; --bad: #cf222e; --focus: #0969da; }
@@ -52,6 +53,7 @@ PAGE = r"""<!DOCTYPE html>
   .suggest { font-size: 13px; min-height: 1.2em; }
   .state { font-size: 14px; font-weight: 600; min-height: 1.2em; }
   .classes { display: flex; flex-wrap: wrap; gap: 4px; }
+  .classes button { font-size: 13px; padding: 2px 7px; }
   .classes button.chosen { background: var(--focus); color: #fff; border-color: var(--focus); }
   .classes button.suggested { border-color: var(--focus); }
   #done { margin: 0 16px 16px; padding: 12px 16px; background: #fff; border: 2px solid var(--ok);
@@ -170,7 +172,11 @@ function setState(data, fresh) {
       conflict: prev ? prev.conflict : null,
     };
   });
-  if (fresh) { undoStack = []; focus = firstOpen(0); restore(); }
+  if (fresh) {
+    undoStack = [];
+    restore();
+    focus = firstOpen(0);
+  }
   render();
 }
 

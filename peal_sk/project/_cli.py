@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ._db import BUSY_TIMEOUT_MS
 from ._project import COLD_START, STRATEGIES, Project, ProjectError, init_project
-from ._serve import add_serve_arguments, serve_command
 
 __all__ = ["add_project_parser", "run_project"]
 
@@ -158,9 +157,11 @@ def add_project_parser(sub):
     )
     sheet.add_argument("--batch", type=_positive_int, required=True, help="the batch number")
     sheet.add_argument("--force", action="store_true", help="replace existing sheets")
+    from ._serve import add_serve_arguments
+
+    add_serve_arguments(add("serve", "label the open batch in a browser (a local web page)"))
 
     add("rescan", "add new images, mark removed ones missing, check changed ones")
-    add_serve_arguments(add("serve", "label the open batch in a browser (a local web page)"))
     return project
 
 
@@ -313,6 +314,12 @@ def _rescan(project, args):
     return 0
 
 
+def _serve(project, args):
+    from ._serve import serve_command
+
+    return serve_command(project, args)
+
+
 _COMMANDS = {
     "propose": _propose,
     "import": _import,
@@ -321,5 +328,5 @@ _COMMANDS = {
     "export": _export,
     "sheet": _sheet,
     "rescan": _rescan,
-    "serve": serve_command,
+    "serve": _serve,
 }

@@ -5,7 +5,9 @@ embeddings (the images' mean colour), so these tests need neither torch nor a ba
 the real embeddings are tested in test_project.py.
 """
 
+import functools
 import http.client
+import inspect
 import json
 import os
 import re
@@ -454,6 +456,38 @@ def test_conflicts_are_reported_and_nothing_is_saved(server):
     assert data["report"]["conflicts"] == [{"path": a, "saved": "blue", "yours": "red"}]
     history = [(r[0], r[1], r[4]) for r in db_labels(project, current=False)]
     assert sorted(history) == sorted([(a, "blue", 1), (a, "red", 0), (b, "green", 0)])
+
+
+def test_a_conflict_arising_during_the_save_is_reported(server, monkeypatch):
+    # another command labels the image between the page's check and the import
+    project = server.server.project_path
+    a, b = (it["path"] for it in batch_items(server)[:2])
+    proj = Project(project)
+    try:
+        _serve._import_records(proj, [(a, "blue")], annotator="someone else")
+    finally:
+        proj.close()
+    monkeypatch.setattr(_serve, "_current_labels", lambda proj, paths: dict.fromkeys(paths))
+    status, data = server.save([{"path": a, "label": "red"}, {"path": b, "label": "red"}])
+    conflict = [{"path": a, "saved": "blue", "yours": "red"}]
+    current = {r[0]: r[1] for r in db_labels(project)}
+    assert current[a] == "blue"  # never replaced without the page knowing it
+    if status == 409:  # an import that refuses conflicts: nothing saved
+        assert data["conflicts"] == conflict and data["imported"] == 0
+        assert b not in current
+    else:  # an import that saves the rest and reports the conflict
+        assert status == 200
+        assert data["report"]["conflicts"] == conflict
+        assert not data["report"]["conflicts_applied"]
+        assert current[b] == "red"
+
+
+def test_a_read_only_project_is_refused_at_start(project, monkeypatch):
+    if "readonly" not in inspect.signature(Project).parameters:
+        pytest.skip("this Project has no read-only mode")
+    monkeypatch.setattr(_serve, "Project", functools.partial(Project, readonly=True))
+    with pytest.raises(ProjectError, match="read-only"):
+        LabelServer(project)
 
 
 def test_concurrent_saves_leave_a_consistent_database(server):

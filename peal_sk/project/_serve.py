@@ -158,6 +158,11 @@ class LabelServer(ThreadingHTTPServer):
         self.project_path = Path(project)
         proj = Project(self.project_path)
         try:
+            if getattr(proj, "readonly", False):
+                raise ProjectError(
+                    f"{self.project_path} is read-only for this user: the labelling page saves "
+                    "labels into it; serve it as a user who may write it."
+                )
             self.scan = proj.rescan()  # know the files added since the last command
             self.classes = list(proj.classes)
             self.root = proj.root
@@ -724,6 +729,14 @@ def _suggestions(server, proj, batch_id):
         return result
 
 
+def _logreg(proj):
+    """The model ``propose`` fits on embeddings (a Project method, or _training's)."""
+    make = getattr(proj, "_logreg", None)
+    if make is None:  # the project split into modules
+        from ._training import logreg as make
+    return make()
+
+
 def _compute_suggestions(proj, batch_id, last):
     rows = proj.con.execute(
         "SELECT i.id, i.relpath, i.size, i.mtime_ns FROM batch_items bi "
@@ -749,7 +762,7 @@ def _compute_suggestions(proj, batch_id, last):
                     "note": "no suggestions yet: they appear once two classes have labels",
                     "items": {},
                 }
-            model = proj._logreg().fit(proj.embeddings(labelled), y)
+            model = _logreg(proj).fit(proj.embeddings(labelled), y)
             source = f"logistic regression on the {len(y)} labels when this batch was opened"
         if not rows:
             return {"model": source, "note": "", "items": {}}

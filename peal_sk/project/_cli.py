@@ -35,6 +35,7 @@ the previous state, and two commands at once wait for each other.
   sheet    write a batch's sheets again
   rescan   bring the project in line with a changed image folder (propose, status
            and train rescan first too)
+  serve    label the open batch in a browser: a local page with a random access token
 
 Before two classes have labels, propose uses the label-free --cold-start strategy
 (default bilaf) on frozen backbone embeddings; afterwards --strategy (default entropy)
@@ -222,6 +223,9 @@ def add_project_parser(sub):
     )
     sheet.add_argument("--batch", type=_positive_int, required=True, help="the batch number")
     sheet.add_argument("--force", action="store_true", help="replace existing sheets")
+    from ._serve import add_serve_arguments
+
+    add_serve_arguments(add("serve", "label the open batch in a browser (a local web page)"))
 
     rescan = add("rescan", "add new images, mark removed ones missing, check changed ones")
     rescan.add_argument(
@@ -444,6 +448,12 @@ def _rescan(project, args):
     return 0
 
 
+def _serve(project, args):
+    from ._serve import serve_command
+
+    return serve_command(project, args)
+
+
 _COMMANDS = {
     "propose": _propose,
     "import": _import,
@@ -452,4 +462,5 @@ _COMMANDS = {
     "export": _export,
     "sheet": _sheet,
     "rescan": _rescan,
+    "serve": _serve,
 }

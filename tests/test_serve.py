@@ -605,7 +605,7 @@ def test_import_records_adapter_prefers_the_project_method(project):
         ([("a.png", "red")], {"relabel": True, "annotator": "x", "source": _serve.SOURCE})
     ]
     proj = Project(project)
-    try:  # the CSV fallback: the same errors as a CSV import
+    try:  # the project's own method: the same errors as a CSV import
         with pytest.raises(ProjectError, match="not in the project"):
             _serve._import_records(proj, [("nope.png", "red")])
         assert db_labels(project) == []

@@ -24,8 +24,6 @@ Security rules (each has a request-level test in ``tests/test_serve.py``):
 # SPDX-License-Identifier: BSD-3-Clause
 
 import contextlib
-import csv
-import getpass
 import hashlib
 import hmac
 import io
@@ -37,7 +35,6 @@ import socket
 import sqlite3
 import stat
 import sys
-import tempfile
 import threading
 import traceback
 from http import HTTPStatus
@@ -46,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from ._common import default_annotator
 from ._project import IMAGE_EXTENSIONS, Project, ProjectError
 from ._serve_page import PAGE
 
@@ -84,29 +82,10 @@ class HTTPError(Exception):
 
 
 def _import_records(project, records, *, relabel=False, annotator=None, source=SOURCE):
-    """Import ``(relpath, label)`` pairs through the project's transactional import.
-
-    Uses ``Project.import_records`` where the project has it; otherwise writes the
-    records to a temporary CSV and calls ``Project.import_labels`` on it (the same
-    transaction as ``peal-sk project import``).
-    """
+    """Import ``(relpath, label)`` pairs through the project's transactional import
+    (:meth:`Project.import_records`, the same transaction as ``peal-sk project import``)."""
     records = [(str(p), str(lab)) for p, lab in records]
-    if hasattr(project, "import_records"):
-        return project.import_records(records, relabel=relabel, annotator=annotator, source=source)
-    with tempfile.TemporaryDirectory(prefix="peal-sk-serve-") as tmp:
-        path = Path(tmp) / "labelling-page.csv"
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(["path", "label"])
-            writer.writerows(records)
-        return project.import_labels(path, relabel=relabel, annotator=annotator)
-
-
-def _default_annotator():
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no user name (e.g. a container without passwd entry)
-        return "unknown"
+    return project.import_records(records, relabel=relabel, annotator=annotator, source=source)
 
 
 def _is_loopback(host):
@@ -170,7 +149,7 @@ class LabelServer(ThreadingHTTPServer):
             proj.close()
         self.project_id = hashlib.sha256(str(self.project_path.resolve()).encode()).hexdigest()[:16]
         self.token = token or secrets.token_urlsafe(32)
-        self.annotator = annotator or _default_annotator()
+        self.annotator = annotator or default_annotator()
         self.max_body = int(max_body)
         self.log = log
         self.save_lock = threading.Lock()
@@ -730,11 +709,10 @@ def _suggestions(server, proj, batch_id):
 
 
 def _logreg(proj):
-    """The model ``propose`` fits on embeddings (a Project method, or _training's)."""
-    make = getattr(proj, "_logreg", None)
-    if make is None:  # the project split into modules
-        from ._training import logreg as make
-    return make()
+    """The model ``propose`` fits on embeddings."""
+    from ._training import logreg
+
+    return logreg()
 
 
 def _compute_suggestions(proj, batch_id, last):

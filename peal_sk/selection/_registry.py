@@ -52,6 +52,13 @@ class SelectorInfo:
         One line: the first paragraph of the class docstring.
     tags : SelectorTags
         The capability tags of ``get_selector(name)``.
+
+    Examples
+    --------
+    >>> from peal_sk.selection import list_selectors
+    >>> info = {i.name: i for i in list_selectors()}["featdist"]
+    >>> info.selector.__name__, info.defaults, info.tags.requires_labels
+    ('FeatureDistanceSelector', {'mode': 'class_mean'}, True)
     """
 
     name: str
@@ -62,15 +69,27 @@ class SelectorInfo:
 
     @property
     def summary(self):
+        """One line: the first paragraph of the class docstring."""
         paragraph = (self.selector.__doc__ or "").strip().split("\n\n")[0]
         return " ".join(line.strip() for line in paragraph.splitlines())
 
     @property
     def tags(self):
+        """The :class:`~peal_sk.base.SelectorTags` of a selector built with the defaults."""
         return get_selector_tags(self.build())
 
     def build(self, **params):
-        """A new selector: the registered defaults, then ``params``."""
+        """A new selector: the registered defaults, then ``params`` (not validated).
+
+        Parameters
+        ----------
+        **params
+            Parameters of the selector class.
+
+        Returns
+        -------
+        selector : BaseSelector
+        """
         defaults = {
             k: clone(v) if hasattr(v, "get_params") else v for k, v in self.defaults.items()
         }
@@ -239,6 +258,14 @@ def make_selector(name, params=None, *, n_instances=None, random_state=None):
     Returns
     -------
     selector : BaseSelector
+
+    Examples
+    --------
+    >>> from peal_sk.selection import make_selector
+    >>> make_selector("bilaf", n_instances=30, random_state=0)  # cores: a third of 30
+    BiLAFSelector(n_cores=10, random_state=0)
+    >>> make_selector("bilaf", {"n_cores": 4}, n_instances=30)
+    BiLAFSelector(n_cores=4)
     """
     params = dict(params or {})
     info = _filled().get(name)

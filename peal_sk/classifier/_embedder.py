@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._images import ImageDataset, check_images, make_transform
-from ._peal import autocast, pristine_backbone, resolve_device
+from ._torch_utils import autocast, pristine_backbone, resolve_device
 
 __all__ = ["BackboneEmbedder"]
 

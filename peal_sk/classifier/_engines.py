@@ -36,6 +36,7 @@ OPSET = 17
 #: kernels summing in other orders differ by about 1e-6 of the scale)
 CHECK_RTOL = 1e-3
 
+
 class ExportMismatch(RuntimeError):
     """The ONNX export's output differs from the torch model's."""
 

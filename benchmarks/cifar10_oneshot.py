@@ -396,7 +396,12 @@ def markdown(summary, runs, budgets, n_train):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--img-size", type=int, default=128)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 where the CPU/GPU has it natively, else fp32 (file names get the choice)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--chunk", type=int, default=5_000, help="images per cached chunk")
     p.add_argument("--budgets", type=int, nargs="+", default=[250, 500, 1_000])
@@ -430,6 +435,10 @@ def main(argv=None):
     # process holds a core (measured: 5-60 img/s instead of 130-180 with 1 thread).
     torch.set_num_threads(args.threads)
     limit_threads(args.threads)
+    if args.precision == "auto":  # cached features are named by the precision they have
+        from peal_sk.classifier._torch_utils import resolve_device, resolve_precision
+
+        args.precision = resolve_precision("auto", resolve_device("auto"), allow_fp16=False)
     prepare_cache()
     if args.probe:
         probe(args)

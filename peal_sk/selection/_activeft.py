@@ -8,11 +8,12 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.special import expit, logsumexp
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ..base import BaseSelector
 from ..utils._blocks import block_rows, single_blas_thread
 from ..utils._neighbors import _kcenter_greedy
+from ..utils._validation import check_features, check_n_instances, check_rng
 
 __all__ = ["ActiveFTSelector", "activeft_loss", "activeft_sampling", "activeft_select"]
 
@@ -314,6 +315,21 @@ def _map_to_samples(f, c_hat):
     return np.asarray(taken, dtype=np.intp)
 
 
+@validate_params(
+    {
+        "X": ["array-like"],
+        "n_cores": [Interval(Integral, 1, None, closed="left")],
+        "rng": ["random_state", np.random.Generator],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "init": [StrOptions({"random", "kcenter"})],
+        "beta": [Interval(Real, 0, None, closed="neither")],
+        "_grouped": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def activeft_select(
     X,
     n_cores,
@@ -331,13 +347,16 @@ def activeft_select(
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-        Features (normalised internally).
+    X : array-like of shape (n_samples, n_features)
+        Features (normalised internally; float32 stays float32).
     n_cores : int
-        Number of samples to select.
-    rng : numpy.random.Generator
-    temperature, learning_rate, max_iter, batch_size, init, beta
+        Number of samples to select, ``<= n_samples``.
+    rng : int, numpy.random.Generator, RandomState or None
+        Seeds the initial centroids.
+    temperature, learning_rate, max_iter, batch_size, init
         See :class:`ActiveFTSelector`.
+    beta : float, default=1.0
+        Weight of the centroid-separation term.
 
     Returns
     -------
@@ -345,7 +364,9 @@ def activeft_select(
         Selected indices, sorted ascending.
     info : dict
         ``loss`` (per iteration), ``centroids`` (final, normalised), ``order`` (the
-        selected samples in centroid order), ``n_refresh`` (full similarity passes).
+        selected samples in centroid order), ``n_refresh`` (full similarity passes) and
+        ``n_recomputed`` (sample rows recomputed because their bounds did not prove the
+        nearest centroid).
 
     Examples
     --------
@@ -356,6 +377,36 @@ def activeft_select(
     >>> idx.shape, info["loss"].shape, info["centroids"].shape
     ((5,), (20,), (5, 4))
     """
+    X = check_features(X, name="X")
+    n_cores = check_n_instances(n_cores, X.shape[0], name="n_cores")
+    return _activeft_select(
+        X,
+        n_cores,
+        check_rng(rng),
+        temperature=temperature,
+        learning_rate=learning_rate,
+        max_iter=max_iter,
+        batch_size=batch_size,
+        init=init,
+        beta=beta,
+        _grouped=_grouped,
+    )
+
+
+def _activeft_select(
+    X,
+    n_cores,
+    rng,
+    *,
+    temperature=0.07,
+    learning_rate=1e-3,
+    max_iter=300,
+    batch_size="auto",
+    init="random",
+    beta=1.0,
+    _grouped=True,
+):
+    """Kernel of :func:`activeft_select` on validated arrays and a Generator."""
     n = X.shape[0]
     f = _normalize(X.astype(np.float32 if X.dtype == np.float32 else np.float64))
     if init == "kcenter":
@@ -494,7 +545,7 @@ class ActiveFTSelector(BaseSelector):
         self.random_state = random_state
 
     def _query(self, ctx, n_instances, rng):
-        idx, info = activeft_select(
+        idx, info = _activeft_select(
             ctx.pool_embeddings(),
             n_instances,
             rng,

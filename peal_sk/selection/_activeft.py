@@ -39,7 +39,7 @@ def activeft_loss(f, centroids, *, temperature=0.07, beta=1.0):
     ``log P_i = max_j f_i . c_hat_j / tau``, ``k(i)`` its argmax and
     ``S_k = sum_j exp(stopgrad(c_hat_j) . c_hat_k / tau)``; computed in log space.
 
-    Dense reference kernel (O(n K d)); :func:`activeft_select` uses a pruned equivalent.
+    Dense reference kernel (O(n K d)); :func:`activeft_select` uses a bounded equivalent.
 
     Parameters
     ----------
@@ -469,10 +469,17 @@ class ActiveFTSelector(BaseSelector):
     no fitted model: a cold-start strategy, and the default core selector of BiLAF.
 
     Implemented in numpy with analytic gradients (no torch needed), the loss in log space
-    so ``tau = 0.07`` cannot overflow. With a full batch the forward pass only recomputes
-    similarities to each group's candidate centroids, with bounds proving the argmax exact
-    (see ``_GroupedForward``); the backward pass is a per-centroid scatter, not a dense
-    matmul.
+    so ``tau = 0.07`` cannot overflow. With a full batch each iteration computes every
+    sample's similarity to its own centroid (one matrix-vector product per centroid) and
+    recomputes a sample's full row only when per-sample bounds cannot prove that centroid
+    is still the nearest (see ``_BoundedForward``); the backward pass is a per-centroid
+    scatter on the same rows, not a dense matmul.
+
+    The optimisation amplifies float32 rounding: on real 1,280-d features over 300
+    iterations, two exact implementations that only sum in a different order (as the
+    grouped and dense passes of peal_sk 0.1 did) end with centroids about 0.01 apart and
+    a few of the selected samples different. The selection is reproducible for a seed on
+    one machine and BLAS, not bit-for-bit across them.
 
     Parameters
     ----------

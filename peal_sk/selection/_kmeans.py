@@ -133,9 +133,9 @@ class KMeansSelector(BaseSelector):
     --------
     >>> import numpy as np
     >>> from peal_sk.selection import KMeansSelector
-    >>> X = np.array([[0.0], [0.1], [5.0], [5.1]])
+    >>> X = np.array([[0.0], [0.2], [0.3], [5.0], [5.1], [5.3]])
     >>> sorted(KMeansSelector(random_state=0).select(X, 2).tolist())
-    [0, 2]
+    [1, 4]
     """
 
     _parameter_constraints = {

@@ -540,11 +540,11 @@ def test_kmeans_selector():
     rng = np.random.default_rng(17)
     F = make_features(rng, "blobs", 70, 3)
     for B in (1, 5, 12):
-        idx = KMeansSelector(random_state=0).select(F, B)
+        idx = KMeansSelector(backend="sklearn", random_state=0).select(F, B)
         assert idx.dtype == np.intp and idx.shape == (B,) and np.unique(idx).size == B
         assert_array_equal(idx, expected_kmeans(F, B, 0))
-        assert_array_equal(idx, KMeansSelector(random_state=0).select(F, B))
-        fn_idx, scores = kmeans_sampling(None, F, B, random_state=0)
+        assert_array_equal(idx, KMeansSelector(backend="sklearn", random_state=0).select(F, B))
+        fn_idx, scores = kmeans_sampling(None, F, B, backend="sklearn", random_state=0)
         assert_array_equal(fn_idx, idx)
         assert scores.shape == (B,)
 
@@ -560,7 +560,9 @@ def test_kmeans_selector_duplicates_take_distinct_samples():
     from sklearn.exceptions import ConvergenceWarning
 
     with pytest.warns(ConvergenceWarning, match="distinct clusters"):
-        idx = KMeansSelector(random_state=0).select(F, 4)
+        idx = KMeansSelector(backend="sklearn", random_state=0).select(F, 4)
+    assert np.unique(idx).size == 4
+    idx = KMeansSelector(backend="faiss", random_state=0).select(F, 4)
     assert np.unique(idx).size == 4
 
 

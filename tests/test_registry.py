@@ -28,6 +28,7 @@ from peal_sk.selection._registry import _REGISTRY
 EXPECTED = {
     "activeft": (True, False, False, True),
     "bilaf": (True, False, False, True),
+    "centroid": (True, False, False, True),
     "class_balanced": (False, True, True, False),
     "entropy": (False, True, False, False),
     "featdist": (False, True, True, True),
@@ -243,3 +244,15 @@ def test_bilaf_core_selector_name_must_be_a_cold_start_strategy(data):
         BiLAFSelector(n_cores=3, core_selector="entropy").select(data.X_pool, 6)
     with pytest.raises(ValueError, match=r"core_selector='bogus'"):
         BiLAFSelector(n_cores=3, core_selector="bogus").select(data.X_pool, 6)
+
+
+def test_centroid_is_kmeans_on_normalised_rows():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5)) * rng.uniform(0.1, 10, size=(60, 1))
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    centroid = get_selector("centroid", random_state=0)
+    assert centroid.normalize is True
+    np.testing.assert_array_equal(
+        centroid.select(X, 6), get_selector("kmeans", random_state=0).select(unit, 6)
+    )
+    assert get_selector("kmeans", normalize=True, random_state=0).select(X, 6).shape == (6,)

@@ -36,7 +36,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt
 
 from ..base import BaseSelector
-from ..utils._neighbors import BLOCK_BYTES
+from ..utils._blocks import block_rows, sq_distances
 from ..utils._validation import check_rng
 from ._registry import register_selector
 
@@ -90,7 +90,7 @@ def _assign(F, cores):
     d_own = np.empty(n)
     d_out = np.full(n, np.inf)
     # small blocks: temporaries stay below malloc's mmap threshold and are reused
-    step = max(1, min(2048, BLOCK_BYTES // (4 * K)))
+    step = block_rows(4 * K, n, max_rows=2048)
     if K == 1:
         for s in range(0, n, step):
             X = F[s : s + step].astype(np.float64) - origin
@@ -197,22 +197,27 @@ class _ClusterDistances:
         self.sq = sq if self.U is X else sq[np.unique(self.inv, return_index=True)[1]]
         self.D = None
         if len(self.U) <= _DENSE_MAX:
-            Du = self.U @ self.U.T
-            Du *= -2
-            Du += self.sq[:, None]
-            Du += self.sq[None, :]
-            np.maximum(Du, 0, out=Du)
+            Du = sq_distances(self.U, self.U, self.sq, self.sq)
             np.fill_diagonal(Du, 0.0)
             np.sqrt(Du, out=Du)
             self.D = Du if len(self.U) == self.n else Du[np.ix_(self.inv, self.inv)]
 
     def _block(self, ru, cu):
-        D2 = self.U[ru] @ self.U[cu].T
-        D2 *= -2
-        D2 += self.sq[ru][:, None]
-        D2 += self.sq[cu][None, :]
-        np.maximum(D2, 0, out=D2)
-        D2[ru[:, None] == cu[None, :]] = 0.0
+        """Distances between distinct rows ``ru`` and ``cu`` (both ascending, unique)."""
+        if ru.size == 1 and cu.size > len(self.U) // 8:
+            # one row against many: a matrix-vector product over all distinct rows
+            # costs less than gathering the columns' features
+            D2 = (self.U @ self.U[ru[0]])[cu][None, :]
+            D2 *= -2
+            D2 += self.sq[ru][:, None]
+            D2 += self.sq[cu][None, :]
+            np.maximum(D2, 0, out=D2)
+        else:
+            D2 = sq_distances(self.U[ru], self.U[cu], self.sq[ru], self.sq[cu])
+        # a row's distance to itself is exactly 0 (both index arrays are sorted)
+        same_r = np.flatnonzero(np.isin(ru, cu, assume_unique=True))
+        if same_r.size:
+            D2[same_r, np.searchsorted(cu, ru[same_r])] = 0.0
         return np.sqrt(D2, out=D2)
 
     def block(self, rows, cols):
@@ -239,10 +244,15 @@ class _ClusterDistances:
         w = np.bincount(self.inv[kept], minlength=len(self.U)).astype(np.float64)
         per_u = np.empty(len(self.U))
         cols = np.flatnonzero(w)
-        step = max(1, BLOCK_BYTES // (8 * max(1, cols.size)))
+        Uc, sq_c, w_c = self.U[cols], self.sq[cols], w[cols]  # gathered once
+        step = block_rows(8 * max(1, cols.size), len(self.U))
         for s in range(0, len(self.U), step):
             ru = np.arange(s, min(s + step, len(self.U)))
-            per_u[s : s + step] = self._block(ru, cols) @ w[cols]
+            D2 = sq_distances(self.U[s : s + step], Uc, self.sq[s : s + step], sq_c)
+            same = np.flatnonzero(np.isin(ru, cols, assume_unique=True))
+            if same.size:  # a row's distance to itself is exactly 0
+                D2[same, np.searchsorted(cols, ru[same])] = 0.0
+            per_u[s : s + step] = np.sqrt(D2, out=D2) @ w_c
         return per_u[self.inv] / len(kept)
 
 
@@ -257,6 +267,27 @@ def _kept_size(n, ring_fraction, removal_fraction):
         return n
     m = max(1, int(n * ring_fraction))
     return max(1, int(m * int(n / m) * (1 - removal_fraction)))
+
+
+def _k_smallest(dist, rows, cols, k, prev=None):
+    """Per row, the ``k`` smallest of ``prev`` (row-aligned) and the distances to ``cols``.
+
+    Sorted ascending, bit for bit ``np.sort(np.concatenate([prev, D], 1))[:, :k]``, but
+    computed in blocks of rows (so no ``rows x cols`` matrix is held) and by a partition
+    before the sort.
+    """
+    width = min(k, cols.size + (0 if prev is None else prev.shape[1]))
+    out = np.empty((rows.size, width))
+    # per row: the distance block, its gathered copy and the merged row
+    step = block_rows(8 * 3 * (cols.size + width), rows.size)
+    for s0 in range(0, rows.size, step):
+        D = dist.block(rows[s0 : s0 + step], cols)
+        if prev is not None:
+            D = np.concatenate([prev[s0 : s0 + step], D], axis=1)
+        if D.shape[1] > width:
+            D = np.partition(D, width - 1, axis=1)[:, :width]
+        out[s0 : s0 + step] = np.sort(D, axis=1)
+    return out
 
 
 def _denoise(dist, core_pos, n, *, n_neighbors, ring_fraction, removal_fraction):
@@ -281,7 +312,7 @@ def _denoise(dist, core_pos, n, *, n_neighbors, ring_fraction, removal_fraction)
     # buf: for each member not added yet, its k smallest distances to the added ones,
     # sorted ascending (a k-buffer, merged with each new ring)
     k = n_neighbors
-    buf = np.sort(dist.block(rest, first_ring), axis=1)[:, :k] if n_rings >= 2 else None
+    buf = _k_smallest(dist, rest, first_ring, k) if n_rings >= 2 else None
     for ring in range(2, n_rings + 1):
         # rho: mean of the k smallest distances to the members added so far, summed in
         # sorted order exactly as ``np.mean(np.sort(D[i, added])[:k])``
@@ -293,8 +324,7 @@ def _denoise(dist, core_pos, n, *, n_neighbors, ring_fraction, removal_fraction)
         stay[pick] = False
         rest, buf = rest[stay], buf[stay]
         if ring < n_rings and rest.size:
-            merged = np.concatenate([buf, dist.block(rest, new)], axis=1)
-            buf = np.sort(merged, axis=1)[:, :k]
+            buf = _k_smallest(dist, rest, new, k, buf)
     order = np.concatenate(order)
     n_keep = _kept_size(n, ring_fraction, removal_fraction)
     assert len(order) == m * n_rings and n_keep <= len(order)

@@ -2,35 +2,34 @@
 
 Distances are Euclidean, not squared: faiss ``IndexFlatL2`` returns squared distances, so
 every path takes the square root before the result leaves this module. All kernels work in
-blocks so no ``n_queries x n_refs`` matrix larger than :data:`BLOCK_BYTES` is held at once.
+blocks sized by :func:`peal_sk.utils._blocks.block_rows` (scikit-learn's
+``working_memory``, at most 64 MiB), so no ``n_queries x n_refs`` matrix larger than one
+block is held at once.
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+from numbers import Integral
+
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from ._blocks import block_rows, sq_distances, sq_norms
+from ._validation import check_features, check_n_instances, check_rng
 
 __all__ = ["kcenter_greedy", "nearest_distances", "pairwise_sq_distances"]
 
-#: Upper bound on the size of one temporary distance block.
-BLOCK_BYTES = 64 * 2**20
-
 _BACKENDS = ("auto", "faiss", "numpy")
+#: k-centre: when more than this fraction of the pool must be re-checked after a pick,
+#: one matrix-vector product over the whole pool is cheaper than gathering the rows.
+_DENSE_FRACTION = 0.125
 
-
-def _sq_norms(X):
-    return np.einsum("ij,ij->i", X, X)
+_sq_norms = sq_norms
 
 
 def pairwise_sq_distances(A, B, a_sq=None, b_sq=None):
     """Squared Euclidean distances ``(len(A), len(B))`` through the norm expansion, >= 0."""
-    a_sq = _sq_norms(A) if a_sq is None else a_sq
-    b_sq = _sq_norms(B) if b_sq is None else b_sq
-    D = A @ B.T
-    D *= -2
-    D += a_sq[:, None]
-    D += b_sq[None, :]
-    np.maximum(D, 0, out=D)
-    return D
+    return sq_distances(A, B, a_sq, b_sq)
 
 
 def _resolve_backend(backend, dtype):
@@ -75,7 +74,7 @@ def nearest_distances(Q, R, *, backend="auto"):
     n = Q.shape[0]
     dist = np.empty(n, dtype=np.float64)
     index = np.empty(n, dtype=np.intp)
-    step = max(1, BLOCK_BYTES // (8 * max(1, R.shape[0])))
+    step = block_rows(8 * max(1, R.shape[0]), n)
     for start in range(0, n, step):
         block = Q[start : start + step]
         D = pairwise_sq_distances(block, R, b_sq=r_sq)
@@ -85,6 +84,16 @@ def nearest_distances(Q, R, *, backend="auto"):
     return dist, index
 
 
+@validate_params(
+    {
+        "X": ["array-like"],
+        "n_instances": [Interval(Integral, 1, None, closed="left")],
+        "rng": ["random_state", np.random.Generator],
+        "X_labeled": ["array-like", None],
+        "backend": [StrOptions(set(_BACKENDS))],
+    },
+    prefer_skip_nested_validation=True,
+)
 def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
     """Greedy k-centre (Sener & Savarese core-set; the FDS baseline of BiLAF).
 
@@ -96,15 +105,20 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
     satisfies ``d(a, new) < 2 * r_a`` (``r_a``: the largest distance of a sample to ``a``);
     by the triangle inequality no other sample can get closer to the new centre. The result
     is the same as the plain greedy algorithm; the work per pick shrinks as the radii do.
+    When most of the pool must be visited anyway (high-dimensional features, where the
+    bound prunes little), one matrix-vector product over the whole pool replaces the
+    gather of the visited rows; the update is applied to the same rows, so the picks do
+    not change.
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-        Pool features (validated, finite).
+    X : array-like of shape (n_samples, n_features)
+        Pool features (finite).
     n_instances : int
         Number of picks, ``<= n_samples``.
-    rng : numpy.random.Generator
-    X_labeled : ndarray of shape (n_labeled, n_features), default=None
+    rng : int, numpy.random.Generator, RandomState or None
+        Seeds the random first pick and the tie-breaking permutation.
+    X_labeled : array-like of shape (n_labeled, n_features), default=None
     backend : {"auto", "faiss", "numpy"}, default="auto"
         Backend for the initial distances to ``X_labeled``.
 
@@ -115,7 +129,25 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
     dist : ndarray of shape (n_instances,), float64
         Distance of each pick to its nearest centre when it was picked (``inf`` for the
         random first pick when there are no labelled samples).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peal_sk.utils import kcenter_greedy
+    >>> X = np.array([[0.0], [1.0], [10.0]])
+    >>> idx, dist = kcenter_greedy(X, 2, 0, X_labeled=[[0.0]])
+    >>> idx.tolist(), dist.tolist()
+    ([2, 1], [10.0, 1.0])
     """
+    X = check_features(X, name="X")
+    n_instances = check_n_instances(n_instances, X.shape[0])
+    if X_labeled is not None:
+        X_labeled = check_features(X_labeled, name="X_labeled", n_features=X.shape[1])
+    return _kcenter_greedy(X, n_instances, check_rng(rng), X_labeled=X_labeled, backend=backend)
+
+
+def _kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
+    """Kernel of :func:`kcenter_greedy` on validated arrays and a Generator."""
     n = X.shape[0]
     perm = rng.permutation(n)
     # centre the data: the norm expansion loses precision far from the origin; the mean
@@ -172,12 +204,22 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
             # conservative slack for floating-point error in the expansion
             active = dc < 2 * radius[:n_centers] * (1 + 1e-6) + 1e-9
             check = np.flatnonzero(active[assign])
-        d2 = sq[check] - 2 * (Xp[check] @ c) + c_sq
-        np.maximum(d2, 0, out=d2)
-        better = d2 < mind2[check]
-        upd = check[better]
-        mind2[upd] = d2[better]
-        assign[upd] = n_centers
+        if check.size == n:  # every row: no index arrays at all
+            d2 = sq - 2 * (Xp @ c) + c_sq
+            np.maximum(d2, 0, out=d2)
+            better = d2 < mind2
+            mind2[better] = d2[better]
+            assign[better] = n_centers
+        else:
+            if check.size > _DENSE_FRACTION * n:  # one GEMV beats gathering the rows
+                d2 = sq[check] - 2 * (Xp @ c)[check] + c_sq
+            else:
+                d2 = sq[check] - 2 * (Xp[check] @ c) + c_sq
+            np.maximum(d2, 0, out=d2)
+            better = d2 < mind2[check]
+            upd = check[better]
+            mind2[upd] = d2[better]
+            assign[upd] = n_centers
         mind2[p] = -1.0  # taken: never picked again
         assign[p] = n_centers
         # every sample of a visited centre is in `check`, so their radii (and the new
@@ -185,6 +227,8 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
         if n_centers:
             radius[:n_centers][active] = 0.0
         radius[n_centers] = 0.0
-        np.maximum.at(radius, assign[check], np.sqrt(np.maximum(mind2[check], 0)))
+        r_check = np.sqrt(np.maximum(mind2 if check.size == n else mind2[check], 0))
+        a_check = assign if check.size == n else assign[check]
+        np.maximum.at(radius, a_check, r_check)
         n_centers += 1
     return perm[picks].astype(np.intp), pick_dist

@@ -1,0 +1,205 @@
+"""The fast paths of issue 13 return what the previous implementations returned.
+
+``tests/_activeft_reference.py`` and ``tests/_kcenter_reference.py`` are frozen copies of
+the algorithms before the change; BiLAF is checked against ``tests/_bilaf_reference.py``
+in ``test_bilaf.py`` and here against its own dense path. Seeded data include exact
+duplicates and integer-valued features (exact arithmetic, so ties are real ties).
+"""
+
+import numpy as np
+import pytest
+from _activeft_reference import activeft_select_reference
+from _kcenter_reference import kcenter_greedy_reference
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn import config_context
+from sklearn.utils._param_validation import InvalidParameterError
+
+from peal_sk.selection import KMeansSelector, activeft_select
+from peal_sk.selection import _bilaf as bilaf_module
+from peal_sk.selection._activeft import _BoundedForward
+from peal_sk.utils import _neighbors, kcenter_greedy
+from peal_sk.utils._blocks import block_rows, sq_distances
+
+
+def _features(kind, seed, n=400, d=24):
+    rng = np.random.default_rng(seed)
+    if kind == "blobs":
+        centres = rng.normal(scale=3.0, size=(8, d))
+        return centres[rng.integers(8, size=n)] + rng.normal(size=(n, d))
+    if kind == "duplicates":  # every row three times
+        base = rng.normal(size=(n // 3, d))
+        return base[rng.permutation(np.repeat(np.arange(n // 3), 3))]
+    if kind == "integers":  # a small grid: many exact ties, exact arithmetic
+        return rng.integers(-3, 4, size=(n, d)).astype(np.float64)
+    if kind == "nonneg32":  # like pooled CNN features: non-negative, float32
+        centres = rng.gamma(1.0, 1.0, size=(6, d))
+        return (centres[rng.integers(6, size=n)] * rng.gamma(4, 0.25, size=(n, d))).astype(
+            np.float32
+        )
+    raise ValueError(kind)
+
+
+# -- k-centre ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["blobs", "duplicates", "integers", "nonneg32"])
+@pytest.mark.parametrize("labelled", [False, True])
+@pytest.mark.parametrize("dense_fraction", [0.0, 0.125, 1.1])
+def test_kcenter_same_picks_as_before(kind, labelled, dense_fraction, monkeypatch):
+    """Dense GEMV (fraction 0), the default switch, and gathers only (fraction > 1)."""
+    monkeypatch.setattr(_neighbors, "_DENSE_FRACTION", dense_fraction)
+    X = _features(kind, 3)
+    X_lab = X[:7] + 0.5 if labelled else None
+    for seed in range(3):
+        new = kcenter_greedy(X, 60, np.random.default_rng(seed), X_labeled=X_lab)
+        old = kcenter_greedy_reference(X, 60, np.random.default_rng(seed), X_labeled=X_lab)
+        assert_array_equal(new[0], old[0])
+        # a matrix-vector product over the whole pool may round a row's distance one ulp
+        # differently from the product over gathered rows; the picks are the same
+        assert_allclose(new[1], old[1], rtol=1e-12)
+
+
+def test_kcenter_validates_parameters():
+    X = _features("blobs", 0, n=20)
+    with pytest.raises(InvalidParameterError, match="'backend' parameter"):
+        kcenter_greedy(X, 3, 0, backend="gpu")
+    with pytest.raises(InvalidParameterError, match="'n_instances' parameter"):
+        kcenter_greedy(X, 0, 0)
+    with pytest.raises(ValueError, match="n_instances=21 is larger"):
+        kcenter_greedy(X, 21, 0)
+    with pytest.raises(ValueError, match="X_labeled has 3 features"):
+        kcenter_greedy(X, 2, 0, X_labeled=np.zeros((1, 3)))
+    # an int seed is accepted and equals the Generator it seeds
+    assert_array_equal(
+        kcenter_greedy(X, 4, 5)[0], kcenter_greedy(X, 4, np.random.default_rng(5))[0]
+    )
+    with config_context(skip_parameter_validation=True):
+        kcenter_greedy(X, 3, 0)
+
+
+# -- ActiveFT ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["blobs", "duplicates", "integers", "nonneg32"])
+def test_activeft_same_selection_as_before(kind):
+    """Same picks as the previous plain (dense) pass, and as its grouped pass.
+
+    The previous grouped and dense passes themselves differ in the last bits of the
+    centroids (1e-16); on the duplicated data at K = 7 that flips one near-tie of the
+    final mapping between them. The new pass must equal the dense one (the textbook
+    algorithm) always, and the grouped one wherever the two old passes agree.
+    """
+    X = _features(kind, 5)
+    for seed, K in [(0, 7), (1, 20)]:
+        kw = dict(max_iter=60, learning_rate=1e-2)
+        new, info = activeft_select(X, K, np.random.default_rng(seed), **kw)
+        dense, info_d = activeft_select_reference(
+            X, K, np.random.default_rng(seed), _grouped=False, **kw
+        )
+        grouped = activeft_select_reference(X, K, np.random.default_rng(seed), **kw)[0]
+        assert_array_equal(new, dense)
+        assert_array_equal(info["order"], info_d["order"])
+        assert_allclose(info["loss"], info_d["loss"], rtol=1e-5)
+        if np.array_equal(grouped, dense):
+            assert_array_equal(new, grouped)
+
+
+def test_activeft_bounds_skip_work_and_stay_exact():
+    """Most rows are proven by the bounds (not recomputed); the argmax matches dense."""
+    X = _features("blobs", 8, n=600, d=16)
+    seen = []
+    original = _BoundedForward.step
+
+    def checked_step(self, c_hat, *args):
+        out = original(self, c_hat, *args)
+        dense = np.argmax(self.f @ c_hat.astype(self.f.dtype).T, axis=1)
+        seen.append(np.array_equal(dense, self.b))
+        return out
+
+    _BoundedForward.step = checked_step
+    try:
+        _, info = activeft_select(X, 6, np.random.default_rng(0), max_iter=80)
+    finally:
+        _BoundedForward.step = original
+    assert all(seen) and len(seen) == 80
+    assert info["n_recomputed"] < 0.5 * 600 * 80
+
+
+def test_activeft_snapshot_cap_keeps_selection(monkeypatch):
+    """With only two centroid snapshots kept, stale rows are recomputed: same result."""
+    X = _features("nonneg32", 2)
+    ref = activeft_select(X, 9, np.random.default_rng(3), max_iter=50)[0]
+    from peal_sk.selection import _activeft
+
+    monkeypatch.setattr(_activeft, "_MAX_SNAPSHOTS", 2)
+    assert_array_equal(activeft_select(X, 9, np.random.default_rng(3), max_iter=50)[0], ref)
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"init": "bogus"}, "init"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"max_iter": -1}, "max_iter"),
+        ({"batch_size": "all"}, "batch_size"),
+        ({"beta": -1.0}, "beta"),
+    ],
+)
+def test_activeft_select_validates_parameters(params, name):
+    X = _features("blobs", 0, n=30)
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter"):
+        activeft_select(X, 3, 0, **params)
+
+
+def test_activeft_select_checks_data_before_work():
+    X = _features("blobs", 0, n=30)
+    with pytest.raises(ValueError, match="n_cores=31 is larger"):
+        activeft_select(X, 31, 0)
+    X[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        activeft_select(X, 3, 0)
+
+
+# -- k-means ----------------------------------------------------------------------------
+def test_kmeans_faiss_inertia_close_to_sklearn():
+    X = _features("blobs", 4, n=600, d=16)
+    fa = KMeansSelector(random_state=0)
+    sk = KMeansSelector(backend="sklearn", random_state=0)
+    idx_f, idx_s = fa.select(X, 20), sk.select(X, 20)
+    assert np.unique(idx_f).size == 20 and np.unique(idx_s).size == 20
+    assert fa.inertia_ <= 1.05 * sk.inertia_
+    assert_array_equal(idx_f, KMeansSelector(random_state=0).select(X, 20))  # seeded
+
+
+def test_kmeans_validates_parameters():
+    X = _features("blobs", 0, n=30)
+    with pytest.raises(InvalidParameterError, match="'backend' parameter"):
+        KMeansSelector(backend="cuml").select(X, 3)
+    with pytest.raises(InvalidParameterError, match="'max_iter' parameter"):
+        KMeansSelector(max_iter="all").select(X, 3)
+
+
+# -- BiLAF and the blocking layer -------------------------------------------------------
+def test_bilaf_blockwise_clusters_equal_dense(monkeypatch):
+    """Clusters computed in row blocks (tiny working memory) give the same selection."""
+    from peal_sk.selection import BiLAFSelector
+
+    X = _features("duplicates", 1, n=600, d=8)
+    cores = np.random.default_rng(0).choice(600, size=4, replace=False)
+    ref = BiLAFSelector(core_indices=cores).select(X, 40)
+    monkeypatch.setattr(bilaf_module, "_DENSE_MAX", 10)
+    with config_context(working_memory=0.01):  # blocks of a few rows
+        assert_array_equal(BiLAFSelector(core_indices=cores).select(X, 40), ref)
+
+
+@pytest.mark.filterwarnings("ignore:Could not adhere to working_memory")
+def test_block_rows_follows_working_memory():
+    assert block_rows(1024, 10**9) == 64 * 2**20 // 1024  # capped at 64 MiB
+    with config_context(working_memory=1):
+        assert block_rows(1024, 10**9) == 2**20 // 1024
+    assert block_rows(10**12, 5) == 1  # never below one row
+    assert block_rows(8, 5) == 5  # never more than the rows there are
+
+
+def test_sq_distances_kernel():
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    expected = ((A[:, None] - B[None]) ** 2).sum(-1)
+    assert_allclose(sq_distances(A, B), expected, atol=1e-12)
+    assert (sq_distances(A, A) >= 0).all()

@@ -412,3 +412,26 @@ def test_offline_efficientnet_lite0_with_lora_on_pointwise_convs():
     assert lora == lora_parameter_count(clf.net_.module_.backbone, clf.targets_, 2)
     assert clf.predict_proba(X).shape == (8, 2)
     assert clf.transform(X).shape == (8, 1280)
+
+
+@pytest.mark.parametrize("finetune", ["lora", "linear"])
+def test_linear_head_is_exposed_as_coef_and_intercept(finetune):
+    """DropQuery and BADGE read coef_ / intercept_ like a LogisticRegression's: applied to
+    transform's embeddings they give predict_proba's logits."""
+    from sklearn.exceptions import NotFittedError
+
+    X, y = images()
+    clf = PEALClassifier(**TINY_VIT, finetune=finetune, max_epochs=2, random_state=0)
+    with pytest.raises(NotFittedError, match="coef_"):
+        clf.coef_  # noqa: B018
+    assert not hasattr(clf, "intercept_")
+    clf.fit(X, y)
+    emb = clf.transform(X)
+    assert clf.coef_.shape == (len(clf.classes_), emb.shape[1])
+    assert clf.intercept_.shape == (len(clf.classes_),)
+    logits = emb @ clf.coef_.T + clf.intercept_
+    proba = np.exp(logits - logits.max(axis=1, keepdims=True))
+    proba /= proba.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(proba, clf.predict_proba(X), atol=1e-4)
+    clf.coef_[:] = 0  # a copy: the model is unchanged
+    assert np.abs(clf.coef_).sum() > 0

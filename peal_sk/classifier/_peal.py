@@ -10,6 +10,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -162,6 +163,11 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         Adapted layers ("lora" mode).
     n_features_out_ : int
         Embedding size of ``transform``.
+    coef_ : ndarray of shape (n_classes, n_features_out)
+        The linear head's weights (a copy), applied to ``transform``'s embeddings: the
+        final linear layer that DropQuery and BADGE use, as for a LogisticRegression.
+    intercept_ : ndarray of shape (n_classes,)
+        The linear head's bias (a copy).
     precision_ : {"fp32", "bf16"}
         The precision training and inference ran in (``precision`` resolved).
     prefix_cached_ : bool
@@ -615,6 +621,23 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         module = self.net_.module_
         module.eval()
         return self._embed(module.embed, source, self.data_config_)
+
+    def _head(self):
+        if not hasattr(self, "net_"):
+            raise NotFittedError(
+                "This PEALClassifier is not fitted yet: its linear head (coef_, intercept_) "
+                "exists after fit."
+            )
+        module = self.net_.module_
+        return module if self.finetune == "linear" else module.head
+
+    @property
+    def coef_(self):
+        return self._head().weight.detach().float().cpu().numpy().copy()
+
+    @property
+    def intercept_(self):
+        return self._head().bias.detach().float().cpu().numpy().copy()
 
     # -- persistence ---------------------------------------------------------------------
     def save_adapters(self, path, *, overwrite=False):

@@ -37,6 +37,19 @@ def _json_dict(text):
     return value
 
 
+def _resources(text):
+    out = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=N[,NAME=N]; got {text!r}")
+    return out
+
+
 def add_embed_parser(sub):
     """Add the ``embed`` subcommand to the ``peal-sk`` parser's subparsers ``sub``."""
     embed = sub.add_parser(
@@ -84,6 +97,14 @@ def add_embed_parser(sub):
         "workers, which must see the images under the same paths (default: this process, "
         "no dask needed)",
     )
+    embed.add_argument(
+        "--resources",
+        type=_resources,
+        default=None,
+        metavar="NAME=N[,NAME=N]",
+        help="with --scheduler: worker resources each shard needs, e.g. GPU=1 for workers "
+        'started with dask worker ADDRESS --resources "GPU=1"',
+    )
     embed.add_argument("--progress", action="store_true", help="show a progress bar")
     embed.add_argument(
         "--force", action="store_true", help="replace shards of another configuration in --out"
@@ -126,6 +147,7 @@ def run_embed(args):
                 embedder,
                 shard_size=args.shard_size,
                 scheduler=args.scheduler,
+                resources=args.resources,
                 force=args.force,
                 progress=args.progress,
             )

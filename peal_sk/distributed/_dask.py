@@ -152,7 +152,7 @@ def _as_dask_array(images, da, block_size):
     return images.rechunk({i: -1 for i in range(1, images.ndim)}), "array"
 
 
-def embed_dask(embedder, images, *, block_size=256, resources=None):
+def embed_dask(embedder, images, *, block_size=256):
     """Embeddings of a Dask collection, computed block by block on the workers.
 
     Each worker process rebuilds the embedder from its parameters and loads the backbone
@@ -176,16 +176,20 @@ def embed_dask(embedder, images, *, block_size=256, resources=None):
         ``block_size`` rows.
     block_size : int, default=256
         Rows per block of in-memory input (ignored for Dask collections).
-    resources : dict or None, default=None
-        Worker resources each block needs (``{"GPU": 1}`` with workers started as
-        ``dask worker ADDRESS --resources "GPU=1"``): the scheduler then runs blocks only on
-        such workers, and at most as many at once as the resource allows.
 
     Returns
     -------
     embeddings : dask.array.Array of shape (n_samples, n_features_out), float32
         Row ``i`` embeds image ``i``. Chunks follow the input's rows; for a bag the row
         counts are unknown (``nan``) until computed (``compute_chunk_sizes()``).
+
+    Notes
+    -----
+    GPU workers: start each with ``dask worker ADDRESS --resources "GPU=1"`` and compute
+    with ``client.compute(Z, resources={"GPU": 1})`` (or ``client.persist``): every task
+    of that computation then runs only on such workers, one at a time per GPU.
+    ``dask.annotate(resources=...)`` does not work here by default: Dask's low-level task
+    fusion drops annotations (dask/dask#7036) unless ``optimization.fuse.active`` is off.
 
     Examples
     --------
@@ -204,55 +208,46 @@ def embed_dask(embedder, images, *, block_size=256, resources=None):
     """
     if not isinstance(block_size, Integral) or isinstance(block_size, bool) or block_size < 1:
         raise ValueError(f"block_size must be an int >= 1; got {block_size!r}.")
-    if resources is not None and not isinstance(resources, dict):
-        raise TypeError(f"resources must be a dict or None; got {type(resources).__name__}.")
     _check_embedder(embedder)
     dask, da, db = _import_dask()
     key, params = worker_params(embedder)
     if _distributed_client() is not None:
         _warn_random_weights(params)
-    annotations = {"resources": resources} if resources else {}
-
     if isinstance(images, db.Bag):
-        n_features = _dims(embedder, key, params, dask, annotations)
-        with dask.annotate(**annotations):
-            parts = images.map_partitions(_embed_partition, key, params, n_features)
-            blocks = [
-                da.from_delayed(
-                    dask.delayed(operator.getitem)(part, 0),
-                    shape=(np.nan, n_features),
-                    dtype=np.float32,
-                )
-                for part in parts.to_delayed(optimize_graph=False)
-            ]
+        n_features = _dims(embedder, key, params, dask)
+        parts = images.map_partitions(_embed_partition, key, params, n_features)
+        blocks = [
+            da.from_delayed(
+                dask.delayed(operator.getitem)(part, 0),
+                shape=(np.nan, n_features),
+                dtype=np.float32,
+            )
+            for part in parts.to_delayed(optimize_graph=False)
+        ]
         return da.concatenate(blocks, axis=0, allow_unknown_chunksizes=True)
 
     array, kind = _as_dask_array(images, da, block_size)
-    n_features = _dims(embedder, key, params, dask, annotations)
-    drop = list(range(2, array.ndim)) or None
-    with dask.annotate(**annotations):
-        return da.map_blocks(
-            _embed_block,
-            array,
-            key,
-            params,
-            n_features,
-            kind,
-            dtype=np.float32,
-            chunks=(array.chunks[0], (n_features,)),
-            drop_axis=drop,
-            new_axis=[1] if kind == "paths" else None,
-            meta=np.empty((0, n_features), dtype=np.float32),
-        )
+    n_features = _dims(embedder, key, params, dask)
+    return da.map_blocks(
+        _embed_block,
+        array,
+        key,
+        params,
+        n_features,
+        kind,
+        dtype=np.float32,
+        chunks=(array.chunks[0], (n_features,)),
+        drop_axis=list(range(2, array.ndim)) or None,
+        new_axis=[1] if kind == "paths" else None,
+        meta=np.empty((0, n_features), dtype=np.float32),
+    )
 
 
-def _dims(embedder, key, params, dask, annotations):
+def _dims(embedder, key, params, dask):
     """The embedding width: from a fitted embedder, else from a worker (loading it there)."""
     if hasattr(embedder, "n_features_out_"):
         return int(embedder.n_features_out_)
-    with dask.annotate(**annotations):
-        task = dask.delayed(_n_features, pure=True)(key, params)
-    return int(task.compute())
+    return int(dask.delayed(_n_features, pure=True)(key, params).compute())
 
 
 def _distributed_client():
@@ -279,8 +274,6 @@ class DaskEmbedder(TransformerMixin, BaseEstimator):
         The embedder whose parameters the workers use; cloned by ``fit``.
     block_size : int, default=256
         Rows per block of in-memory input.
-    resources : dict or None, default=None
-        Worker resources per block, e.g. ``{"GPU": 1}``.
 
     Attributes
     ----------
@@ -305,13 +298,11 @@ class DaskEmbedder(TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         "embedder": [object],
         "block_size": [Interval(Integral, 1, None, closed="left")],
-        "resources": [dict, None],
     }
 
-    def __init__(self, embedder, *, block_size=256, resources=None):
+    def __init__(self, embedder, *, block_size=256):
         self.embedder = embedder
         self.block_size = block_size
-        self.resources = resources
 
     def fit(self, X=None, y=None):
         """Clone the embedder and read its embedding width (on a worker).
@@ -332,8 +323,7 @@ class DaskEmbedder(TransformerMixin, BaseEstimator):
         dask, _, _ = _import_dask()
         self.embedder_ = clone(self.embedder)
         key, params = worker_params(self.embedder_)
-        annotations = {"resources": self.resources} if self.resources else {}
-        self.n_features_out_ = _dims(self.embedder_, key, params, dask, annotations)
+        self.n_features_out_ = _dims(self.embedder_, key, params, dask)
         return self
 
     def transform(self, X):
@@ -349,7 +339,7 @@ class DaskEmbedder(TransformerMixin, BaseEstimator):
         embeddings : dask.array.Array of shape (n_samples, n_features_out), float32
         """
         check_is_fitted(self, "embedder_")
-        return embed_dask(self.embedder_, X, block_size=self.block_size, resources=self.resources)
+        return embed_dask(self.embedder_, X, block_size=self.block_size)
 
     def get_feature_names_out(self, input_features=None):
         """Output feature names: ``embedding0``, ``embedding1``, ...

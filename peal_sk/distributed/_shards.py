@@ -332,6 +332,7 @@ def embed_to_shards(
     *,
     shard_size=4096,
     scheduler=None,
+    resources=None,
     force=False,
     progress=False,
 ):
@@ -364,6 +365,10 @@ def embed_to_shards(
         or a ``distributed.Client``: one task per shard on that Dask cluster, each worker
         process loading the model once; the workers must see the image files under the
         same paths. This process writes the files.
+    resources : dict or None, default=None
+        With ``scheduler``: the worker resources each shard's task needs, e.g.
+        ``{"GPU": 1}`` for workers started with ``dask worker ADDRESS --resources GPU=1``
+        (each GPU then embeds one shard at a time; other workers get none).
     force : bool, default=False
         Replace the shards of another configuration (otherwise a ``FileExistsError``
         names the differences).
@@ -405,6 +410,13 @@ def embed_to_shards(
 
     if not isinstance(shard_size, Integral) or isinstance(shard_size, bool) or shard_size < 1:
         raise ValueError(f"shard_size must be an int >= 1; got {shard_size!r}.")
+    if resources is not None and (
+        not isinstance(resources, dict)
+        or not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in resources.items())
+    ):
+        raise ValueError(f"resources must be a dict of name -> number; got {resources!r}.")
+    if resources and scheduler is None:
+        raise ValueError("resources need a Dask scheduler (scheduler=ADDRESS / --scheduler).")
     _check_embedder(embedder)
     params = embedder.get_params(deep=False)
     if (
@@ -519,7 +531,7 @@ def embed_to_shards(
                 for index, shard, inputs in todo:
                     finish(index, inputs, embed_shard(key, wparams, shard))
             else:
-                _run_on_cluster(scheduler, key, wparams, todo, finish)
+                _run_on_cluster(scheduler, key, wparams, todo, finish, resources)
         finally:
             if bar is not None:
                 bar.close()
@@ -527,7 +539,7 @@ def embed_to_shards(
         return manifest
 
 
-def _run_on_cluster(scheduler, key, params, todo, finish):
+def _run_on_cluster(scheduler, key, params, todo, finish, resources):
     """One task per shard on a Dask cluster; results written here as they complete."""
     try:
         from distributed import Client, as_completed
@@ -551,6 +563,7 @@ def _run_on_cluster(scheduler, key, params, todo, finish):
                 params,
                 shard,
                 key=f"peal-sk-shard-{key[:16]}-{inputs[:32]}",
+                resources=resources or None,
             )
             futures[future] = (index, inputs)
         for future in as_completed(futures):

@@ -432,6 +432,10 @@ def embed_to_shards(
     paths = list_images(source)
     config = _config(embedder, shard_size)
     key, wparams = worker_params(embedder)
+    if scheduler is None:
+        from ._dask import cached_embedder
+
+        cached_embedder(key, wparams)  # an unknown backbone or missing weights fail here
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _Lock(out):

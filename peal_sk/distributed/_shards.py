@@ -379,7 +379,8 @@ def embed_to_shards(
     -------
     manifest : dict
         The content of ``manifest.json``: ``n`` (rows embedded), ``dims``, ``shards``,
-        ``skipped``, ``reused`` (shards kept from an earlier run), ``complete``.
+        ``skipped``, ``reused`` (shards kept from an earlier run), ``complete``,
+        ``wall_time_s`` (this call's seconds, listing and model loading included).
 
     Examples
     --------
@@ -429,6 +430,7 @@ def embed_to_shards(
             "processes and reruns, so the shards would not be comparable. Use pretrained "
             "weights or save the weights and pass checkpoint_path."
         )
+    start = time.perf_counter()
     paths = list_images(source)
     config = _config(embedder, shard_size)
     key, wparams = worker_params(embedder)
@@ -529,7 +531,6 @@ def embed_to_shards(
             if bar is not None:
                 bar.update(len(done) + len(skipped))
 
-        start = time.perf_counter()
         try:
             if scheduler is None:
                 for index, shard, inputs in todo:
@@ -540,6 +541,7 @@ def embed_to_shards(
             if bar is not None:
                 bar.close()
         manifest["wall_time_s"] = round(time.perf_counter() - start, 3)
+        save(complete=len(entries) == len(plan))
         return manifest
 
 

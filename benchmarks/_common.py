@@ -30,7 +30,8 @@ def run_metadata(script):
 
 
 def compute_metadata():
-    """BLAS libraries and threads (threadpoolctl); torch's CPU capability once it is loaded.
+    """BLAS libraries and threads (threadpoolctl), the load average, and torch's threads and
+    CPU capability once the script has loaded torch.
 
     torch is not imported here: the fields appear when the script has imported it.
     """
@@ -39,11 +40,14 @@ def compute_metadata():
         from threadpoolctl import threadpool_info
 
         info["blas"] = [
-            f"{d.get('internal_api')} {d.get('version')} ({d.get('num_threads')} threads)"
+            f"{d.get('internal_api')} {d.get('version')} ({d.get('prefix')}, "
+            f"{d.get('num_threads')} threads)"
             for d in threadpool_info()
         ]
     except ImportError:
         pass
+    if hasattr(os, "getloadavg"):  # other processes on the machine skew every timing
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
     torch = sys.modules.get("torch")
     if torch is not None:
         info["torch"] = torch.__version__

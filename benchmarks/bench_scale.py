@@ -125,7 +125,13 @@ def bench_embedding(args, tmp):
                 diff = float(np.abs(np.load(out / "shard-00000.npy") - reference).max())
                 rows.append(
                     {
-                        **row(f"{n_workers} workers, {phase}", manifest, wall, n_workers, threads),
+                        **row(
+                            f"{n_workers} worker{'s' if n_workers > 1 else ''}, {phase}",
+                            manifest,
+                            wall,
+                            n_workers,
+                            threads,
+                        ),
                         "max_abs_diff_vs_in_process": diff,
                     }
                 )

@@ -122,6 +122,10 @@ def test_invalid_arguments_are_named(vit, X):
         embed_dask(vit, X, block_size=0)
     with pytest.raises(ValueError, match="shape"):
         embed_dask(vit, da.zeros((4, 2, 2, 2, 3), chunks=2))
+    with pytest.raises(TypeError, match=r"mixes file paths .*item 1"):
+        embed_dask(vit, [X[0], "a.png"])
+    with pytest.raises(TypeError, match="list of file paths"):
+        embed_dask(vit, np.array([{}, {}], dtype=object))
     with pytest.raises(ValueError, match="1-D"):
         embed_dask(vit, da.from_array(np.array([["a", "b"], ["c", "d"]], dtype=object), chunks=1))
     with pytest.raises(ValueError, match="shard_size"):

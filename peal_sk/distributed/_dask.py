@@ -125,13 +125,25 @@ def _warn_random_weights(params):
 def _as_dask_array(images, da, block_size):
     """A Dask array chunked along the rows only, and its kind ("paths" or "array")."""
     if not isinstance(images, da.Array):
-        if isinstance(images, (list, tuple)) and all(
-            isinstance(p, (str, os.PathLike)) for p in images
-        ):
-            images = np.asarray([os.fspath(p) for p in images], dtype=object)
+        if isinstance(images, (list, tuple)):
+            is_path = [isinstance(p, (str, os.PathLike)) for p in images]
+            if any(is_path) and not all(is_path):
+                raise TypeError(
+                    "images mixes file paths and other objects (item "
+                    f"{is_path.index(not is_path[0])}); pass only paths or only images."
+                )
+            if is_path and all(is_path):
+                images = np.asarray([os.fspath(p) for p in images], dtype=object)
         images = np.asarray(images)
         if images.ndim == 0 or len(images) == 0:
             raise ValueError(f"images is empty or a scalar; got shape {images.shape}.")
+        if images.dtype.kind == "O" and not all(
+            isinstance(p, (str, os.PathLike)) for p in images.ravel()
+        ):
+            raise TypeError(
+                "in-memory images must be a numeric array or a list of file paths; got "
+                "objects of another type (stack images into one array first)."
+            )
         images = da.from_array(images, chunks=(block_size,) + images.shape[1:])
     if images.dtype.kind in "OUS":
         if images.ndim == 2 and images.shape[1] == 1:

@@ -288,3 +288,15 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_row(cluster):
     assert_allclose(result, reference, **TOL)
     client.wait_for_workers(2, timeout=120)  # the nanny restarts the worker
     assert pids[victim] not in client.run(os.getpid).values()
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path, png_paths, checkpoint, capsys):
+    import dask
+
+    folder = os.path.dirname(png_paths[0])
+    argv = ["embed", folder, "--out", str(tmp_path / "out"), "--checkpoint", checkpoint]
+    argv += ["--backbone", "vit_small_patch14_dinov2", "--img-size", "28"]
+    argv += ["--backbone-kwargs", '{"depth": 1, "embed_dim": 16, "num_heads": 2}']
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main([*argv, "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "peal-sk embed: error:" in capsys.readouterr().err

@@ -151,7 +151,9 @@ def run_embed(args):
                 force=args.force,
                 progress=args.progress,
             )
-        except ImportError as exc:
+        except (FileNotFoundError, FileExistsError):
+            raise  # reported by peal-sk's parser, as for the other commands
+        except (ImportError, OSError) as exc:  # no dask; a scheduler that does not answer
             print(f"peal-sk embed: error: {exc}", file=sys.stderr)
             return 2
     computed = manifest["n_shards"] - manifest["reused"]

@@ -438,6 +438,8 @@ def embed_to_shards(
         from ._dask import cached_embedder
 
         cached_embedder(key, wparams)  # an unknown backbone or missing weights fail here
+    else:
+        _import_distributed()  # before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _Lock(out):
@@ -545,8 +547,7 @@ def embed_to_shards(
         return manifest
 
 
-def _run_on_cluster(scheduler, key, params, todo, finish, resources):
-    """One task per shard on a Dask cluster; results written here as they complete."""
+def _import_distributed():
     try:
         from distributed import Client, as_completed
     except ImportError as exc:
@@ -554,6 +555,12 @@ def _run_on_cluster(scheduler, key, params, todo, finish, resources):
             "--scheduler / scheduler= needs dask.distributed; install it with "
             "pip install 'peal-sk[dask]'."
         ) from exc
+    return Client, as_completed
+
+
+def _run_on_cluster(scheduler, key, params, todo, finish, resources):
+    """One task per shard on a Dask cluster; results written here as they complete."""
+    Client, as_completed = _import_distributed()
     from ._dask import _warn_random_weights
 
     _warn_random_weights(params)

@@ -25,7 +25,35 @@ def run_metadata(script):
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
         "numpy": np.__version__,
         "date": time.strftime("%Y-%m-%d"),
+        **compute_metadata(),
     }
+
+
+def compute_metadata():
+    """BLAS libraries and threads (threadpoolctl), the load average, and torch's threads and
+    CPU capability once the script has loaded torch.
+
+    torch is not imported here: the fields appear when the script has imported it.
+    """
+    info = {}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [
+            f"{d.get('internal_api')} {d.get('version')} ({d.get('prefix')}, "
+            f"{d.get('num_threads')} threads)"
+            for d in threadpool_info()
+        ]
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):  # other processes on the machine skew every timing
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return info
 
 
 #: the shared data folder, next to the repository (``../shared/data``), never an absolute path

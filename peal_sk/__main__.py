@@ -181,6 +181,9 @@ def build_parser():
     from .project._cli import add_project_parser
 
     add_project_parser(sub)
+    from .distributed._cli import add_embed_parser
+
+    add_embed_parser(sub)
     return parser
 
 
@@ -209,6 +212,10 @@ def main(argv=None):
             from .project._cli import run_project
 
             return run_project(args)
+        if args.command == "embed":
+            from .distributed._cli import run_embed
+
+            return run_embed(args)
         if args.command == "demo":
             for mode, strategies in (("one-shot", DEMO_ONE_SHOT), ("iterative", DEMO_ITERATIVE)):
                 config = SimulationConfig(

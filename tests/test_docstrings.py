@@ -55,7 +55,7 @@ NOT_FOR_METHODS = {"EX01"}
 # submodules first: an object re-exported by ``peal_sk`` is named (and documented) by its
 # submodule, e.g. ``peal_sk.selection.EntropySelector``
 CORE_MODULES = ["peal_sk.selection", "peal_sk.learner", "peal_sk.experiments", "peal_sk"]
-TORCH_MODULES = ["peal_sk.classifier"]
+TORCH_MODULES = ["peal_sk.classifier", "peal_sk.distributed"]
 EXTRA = ["peal_sk.utils.estimator_checks.check_selector"]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -52,7 +52,7 @@ def duplicate_groups(X):
 def n_distinct_at_least(X, k):
     """``min(k, number of distinct rows of X)``, without sorting the rows when possible.
 
-    Rows whose random projections differ by more than the rounding bound are distinct,
+    Rows whose random projections differ by more than a rounding bound are distinct,
     so the number of such well separated projection values is a lower bound on the
     number of distinct rows; only when it is below ``k`` are the rows compared exactly.
     """
@@ -65,18 +65,21 @@ def n_distinct_at_least(X, k):
     for s in range(0, n, step):
         h[s : s + step] = X[s : s + step].astype(np.float64) @ v
     h.sort()
-    scale = np.sqrt(float(np.max(np.abs(h)) ** 2) + 1.0)
-    bound = 8 * (d + 2) * np.finfo(np.float32).eps * scale * np.sqrt(v @ v)
+    # equal rows give equal projections; distinct ones differ by more than the float64
+    # rounding of the product (the float32 inputs are exact in float64)
+    bound = 4 * (d + 2) * np.finfo(np.float64).eps * (np.abs(h).max() * 1.5 + 1.0)
     n_groups = 1 + int(np.count_nonzero(np.diff(h) > bound))
     if n_groups >= k:
         return k
     return min(k, int(np.unique(_row_view(X)).size))
 
 
-def faiss_kmeans(X, n_clusters, seed, *, n_iter):
+def faiss_kmeans(X, n_clusters, seed, *, n_iter, max_points_per_centroid=256):
     """Seeded faiss k-means; returns (centres, labels) with labels of every row of ``X``.
 
-    ``n_clusters`` must not exceed the number of distinct rows (see
+    Trained on at most ``max_points_per_centroid * n_clusters`` rows (a seeded
+    subsample), then every row is assigned to its nearest centre. ``n_clusters`` must
+    not exceed the number of distinct rows (see
     :func:`n_distinct_at_least`). Clusters may come out empty: callers ignore them.
     """
     import faiss
@@ -93,7 +96,8 @@ def faiss_kmeans(X, n_clusters, seed, *, n_iter):
         seed=int(seed),
         verbose=False,
         min_points_per_centroid=1,  # no warning for few points per centre
-        max_points_per_centroid=256,  # faiss' default subsample for training
+        # training subsample: faiss' default is 256 rows per centre
+        max_points_per_centroid=int(max_points_per_centroid),
     )
     with _few_threads_when_small(n * n_clusters * d):
         km.train(X32)

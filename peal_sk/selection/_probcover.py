@@ -70,12 +70,11 @@ class _BallSearch:
 
     ``exact``: faiss brute-force range search in float32 with a radius widened by a
     bound on the float32 error; pairs inside that band are decided again in float64 by
-    direct differences, so the graph is what an exact computation gives. ``ivf``: a faiss
-    ``IndexIVFFlat`` over the pool, ``nprobe`` cells per query (approximate: a neighbour
-    in an unvisited cell is missed). Every row's own index is always in its ball.
+    direct differences, so the graph is what an exact computation gives. Every row's own
+    index is always in its ball.
     """
 
-    def __init__(self, F, n_pool, delta, *, method, nprobe, rng):
+    def __init__(self, F, n_pool, delta):
         import faiss
 
         self.faiss = faiss
@@ -85,24 +84,9 @@ class _BallSearch:
         d = F.shape[1]
         max_sq = float(_sq_norms(self.F32).max()) if len(F) else 0.0
         self.tol = 8.0 * (d + 4) * _EPS32 * (2.0 * max_sq + self.delta2) + 1e-30
-        self.method = method
-        if method == "ivf":
-            nlist = max(1, min(n_pool // 16, int(np.sqrt(n_pool))))
-            quantizer = faiss.IndexFlatL2(d)
-            index = faiss.IndexIVFFlat(quantizer, d, nlist)
-            index.cp.seed = int(rng.integers(np.iinfo(np.int32).max))
-            index.cp.min_points_per_centroid = 1
-            n_train = min(n_pool, 64 * nlist)
-            train = self.P32[np.sort(rng.choice(n_pool, size=n_train, replace=False))]
-            index.train(train)
-            index.add(self.P32)
-            index.nprobe = min(nlist, int(nprobe))
-            self.index = index
 
     def _range_search(self, Q):
         faiss, nq = self.faiss, len(Q)
-        if self.method == "ivf":
-            return self.index.range_search(Q, self.delta2)
         res = faiss.RangeSearchResult(nq)
         faiss.range_search_L2sqr(
             faiss.swig_ptr(Q),
@@ -128,11 +112,10 @@ class _BallSearch:
         counts = np.diff(lims).astype(np.int64)
         q = np.repeat(np.asarray(rows, dtype=np.int64), counts)
         keep = I != q  # self is added below for every row
-        if self.method != "ivf":
-            band = np.flatnonzero(keep & (D >= self.delta2 - self.tol))
-            if band.size:
-                diff = self.F[q[band]].astype(np.float64) - self.F[I[band]].astype(np.float64)
-                keep[band] = np.einsum("ij,ij->i", diff, diff) < self.delta2
+        band = np.flatnonzero(keep & (D >= self.delta2 - self.tol))
+        if band.size:
+            diff = self.F[q[band]].astype(np.float64) - self.F[I[band]].astype(np.float64)
+            keep[band] = np.einsum("ij,ij->i", diff, diff) < self.delta2
         local = np.repeat(np.arange(nq), counts)
         local, cols = local[keep], I[keep]
         self_cols = np.asarray(rows, dtype=np.int64)
@@ -141,6 +124,68 @@ class _BallSearch:
         cols = np.concatenate([cols, self_cols[is_pool]])
         order = np.argsort(local, kind="stable")
         return np.bincount(local, minlength=nq), cols[order].astype(np.int32)
+
+
+def _cell_graph(F32, delta2, nprobe, rng, max_edges, too_many):
+    """Approximate ball graph (CSR) of ``F32`` by inverted-file cells and BLAS blocks.
+
+    The rows are split into ``sqrt(n)`` k-means cells; the members of each cell are
+    compared (one float32 GEMM per block) with the members of the ``nprobe`` cells whose
+    centres are nearest to their cell's centre, skipping cells that the triangle
+    inequality rules out (``|c - c'| >= r_c + r_c' + delta``, ``r``: cell radius). A ball
+    member in a cell that is not probed is missed; nothing is ever added wrongly.
+    """
+    n, d = F32.shape
+    nlist = max(1, int(np.sqrt(n)))
+    seed = int(rng.integers(np.iinfo(np.int32).max))
+    centres, labels = faiss_kmeans(F32, nlist, seed, n_iter=5, max_points_per_centroid=64)
+    centres = centres.astype(np.float64)
+    sq = np.einsum("ij,ij->i", F32, F32)
+    diff_sq = np.empty(n)
+    step = 65_536
+    centres32 = centres.astype(np.float32)
+    for s in range(0, n, step):
+        diff = F32[s : s + step] - centres32[labels[s : s + step]]
+        diff_sq[s : s + step] = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    radius = np.zeros(nlist)  # (float32 rounding: the pruning below keeps a margin)
+    np.maximum.at(radius, labels, np.sqrt(diff_sq))
+    c_sq = np.einsum("ij,ij->i", centres, centres)
+    cc = np.sqrt(np.maximum(c_sq[:, None] + c_sq[None, :] - 2 * centres @ centres.T, 0))
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=nlist))])
+    delta = np.sqrt(delta2)
+    rows, cols, total = [], [], 0
+    for c in range(nlist):
+        members = order[starts[c] : starts[c + 1]]
+        if members.size == 0:
+            continue
+        probes = np.argsort(cc[c], kind="stable")[: int(nprobe)]
+        probes = probes[cc[c, probes] < (radius[c] + radius[probes] + delta) * 1.001]
+        cand = np.concatenate([order[starts[j] : starts[j + 1]] for j in probes])
+        Cand = F32[cand]
+        step = max(1, BLOCK_BYTES // (4 * 4 * len(cand)))
+        for s in range(0, len(members), step):
+            m = members[s : s + step]
+            D = F32[m] @ Cand.T
+            D *= -2
+            D += sq[m][:, None]
+            D += sq[cand][None, :]
+            i, j = np.nonzero(D < delta2)
+            keep = m[i] != cand[j]  # self is added below
+            rows.append(m[i[keep]].astype(np.int32))
+            cols.append(cand[j[keep]].astype(np.int32))
+            total += int(keep.sum()) + len(m)
+            if total > max_edges:
+                raise ValueError(too_many(f"more than {total:,}"))
+    rows.append(np.arange(n, dtype=np.int32))
+    cols.append(np.arange(n, dtype=np.int32))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    perm = np.argsort(rows, kind="stable")
+    indices = cols[perm]
+    del cols, perm
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, indices
 
 
 class ProbCoverSelector(BaseSelector):
@@ -173,9 +218,12 @@ class ProbCoverSelector(BaseSelector):
       estimated from a sample of balls, and a ``ValueError`` naming ``max_edges`` is
       raised when the estimate or, during the build, the actual count exceeds it.
     * ``search="exact"`` is a brute-force range search (time grows with n_pool**2);
-      ``"ivf"`` an approximate faiss IVF range search (``nprobe`` cells per query) that
-      may miss some ball members; ``"auto"`` is exact while ``n_pool**2 * n_features``
-      stays below 1.5e11, else IVF.
+      ``"ivf"`` splits the pool into ``sqrt(n_pool)`` k-means cells and compares each
+      cell with the ``nprobe`` cells nearest to it (float32 GEMM blocks; cells that the
+      triangle inequality rules out are skipped), so it may miss ball members in other
+      cells but never adds a wrong one; ``"auto"`` is exact while
+      ``n_pool**2 * n_features`` stays below 1.5e11, else ``"ivf"``. Labelled samples'
+      balls are always searched exactly.
 
     Parameters
     ----------
@@ -192,14 +240,14 @@ class ProbCoverSelector(BaseSelector):
         L2-normalise the embeddings first (the paper's setting).
     search : {"auto", "exact", "ivf"}, default="auto"
         Range-search method of the ball graph (see above).
-    nprobe : int, default=16
-        IVF cells visited per query (``search="ivf"``).
+    nprobe : int, default=8
+        Cells compared with each cell (``search="ivf"``).
     max_edges : int, default=200_000_000
         Upper bound on the number of (directed) edges of the ball graph (4 bytes each).
     kmeans_iter : int, default=20
         Iterations of faiss k-means of the purity estimate.
     random_state : int, Generator or None, default=None
-        Seeds k-means, the purity sample, the IVF index and the random fill.
+        Seeds k-means, the purity sample, the cells and the random fill.
 
     Attributes
     ----------
@@ -250,7 +298,7 @@ class ProbCoverSelector(BaseSelector):
         purity_samples=1000,
         normalize=True,
         search="auto",
-        nprobe=16,
+        nprobe=8,
         max_edges=200_000_000,
         kmeans_iter=20,
         random_state=None,
@@ -295,25 +343,30 @@ class ProbCoverSelector(BaseSelector):
         method = self.search
         if method == "auto":
             method = "exact" if float(n_pool) ** 2 * d <= EXACT_WORK else "ivf"
-        balls = _BallSearch(F, n_pool, delta, method=method, nprobe=self.nprobe, rng=rng)
+        balls = _BallSearch(F, n_pool, delta)
 
-        # size check before the build, from a sample of balls
+        # size check before the build, from a sample of exact balls
         sample = np.sort(rng.choice(n_pool, size=min(n_pool, 256), replace=False))
         est = float(balls.search(sample)[0].mean()) * n_pool
         if est > self.max_edges:
             raise ValueError(self._too_many(f"about {est:,.0f} (estimated from 256 balls)"))
-        indptr = np.zeros(n_pool + 1, dtype=np.int64)
-        chunks, total = [], 0
-        for s in range(0, n_pool, CHUNK):
-            counts, cols = balls.search(np.arange(s, min(s + CHUNK, n_pool)))
-            indptr[s + 1 : s + 1 + len(counts)] = counts
-            chunks.append(cols)
-            total += len(cols)
-            if total > self.max_edges:
-                raise ValueError(self._too_many(f"more than {total:,} after {s + CHUNK:,} rows"))
-        np.cumsum(indptr, out=indptr)
-        indices = np.concatenate(chunks)
-        del chunks
+        if method == "ivf":
+            indptr, indices = _cell_graph(
+                balls.P32, balls.delta2, self.nprobe, rng, self.max_edges, self._too_many
+            )
+        else:
+            indptr = np.zeros(n_pool + 1, dtype=np.int64)
+            chunks, total = [], 0
+            for s in range(0, n_pool, CHUNK):
+                counts, cols = balls.search(np.arange(s, min(s + CHUNK, n_pool)))
+                indptr[s + 1 : s + 1 + len(counts)] = counts
+                chunks.append(cols)
+                total += len(cols)
+                if total > self.max_edges:
+                    raise ValueError(self._too_many(f"more than {total:,}"))
+            np.cumsum(indptr, out=indptr)
+            indices = np.concatenate(chunks)
+            del chunks
         self.n_edges_ = int(indptr[-1])
 
         covered = np.zeros(n_pool, dtype=bool)
@@ -379,7 +432,7 @@ def probcover_sampling(
     purity_samples=1000,
     normalize=True,
     search="auto",
-    nprobe=16,
+    nprobe=8,
     max_edges=200_000_000,
     kmeans_iter=20,
     random_state=None,

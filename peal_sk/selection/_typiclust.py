@@ -29,6 +29,8 @@ __all__ = ["TypiClustSelector", "typicality_scores", "typiclust_sampling"]
 
 #: added to the mean neighbour distance (the paper's and the official code's constant)
 EPS = 1e-5
+#: k-means is trained on at most this many rows per cluster (a seeded subsample)
+KMEANS_POINTS = 64
 #: candidates re-scored exactly when a cluster's neighbours are found approximately
 N_REFINE = 256
 
@@ -220,8 +222,9 @@ class TypiClustSelector(BaseSelector):
         the official code (``faiss.IndexFlatL2``).
     normalize : bool, default=True
         L2-normalise the embeddings first (the paper's setting).
-    kmeans_iter : int, default=20
-        Iterations of faiss k-means.
+    kmeans_iter : int, default=10
+        Iterations of faiss k-means (trained on at most 64 rows per cluster, a seeded
+        subsample; every sample is then assigned to its nearest centre).
     knn_exact_max : int or None, default=20000
         Clusters with more available samples use approximate neighbours (None: never).
     random_state : int, Generator or None, default=None
@@ -274,7 +277,7 @@ class TypiClustSelector(BaseSelector):
         n_neighbors=20,
         metric="euclidean",
         normalize=True,
-        kmeans_iter=20,
+        kmeans_iter=10,
         knn_exact_max=20_000,
         random_state=None,
     ):
@@ -299,7 +302,9 @@ class TypiClustSelector(BaseSelector):
         F = stack_features(F_pool, F_lab, normalize=self.normalize)
         k = n_distinct_at_least(F, min(n_lab + n_instances, self.max_clusters))
         seed = int(rng.integers(np.iinfo(np.int32).max))
-        centres, labels = faiss_kmeans(F, k, seed, n_iter=self.kmeans_iter)
+        centres, labels = faiss_kmeans(
+            F, k, seed, n_iter=self.kmeans_iter, max_points_per_centroid=KMEANS_POINTS
+        )
         self.n_clusters_ = int(k)
         self.cluster_centers_ = centres
         self.labels_, self.labeled_labels_ = labels[:n_pool], labels[n_pool:]
@@ -383,7 +388,7 @@ def typiclust_sampling(
     n_neighbors=20,
     metric="euclidean",
     normalize=True,
-    kmeans_iter=20,
+    kmeans_iter=10,
     knn_exact_max=20_000,
     random_state=None,
 ):

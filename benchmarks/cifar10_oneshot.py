@@ -34,6 +34,9 @@ Protocol
   CIFAR-10) with ActiveFT, TypiClust or ProbCover cores, each with ``random_state=seed``.
   Strategies run one after the other (all budgets and seeds of one, then the next), the
   expensive ones last, and the results are written after each strategy.
+* ProbCover's selection at a budget B is the first B picks of its selection at the
+  largest budget (the same result: the greedy is sequential and its random draws come
+  first), when that selection filled nothing at random; each is charged the full time.
 * kNN: 20 nearest neighbours by cosine distance (majority vote, scikit-learn
   ``KNeighborsClassifier``) among the labelled subset.
 * Linear probe: ``LogisticRegression(C=1.0, lbfgs)`` on features standardised with the
@@ -69,9 +72,9 @@ STRATEGIES = (
     "kcenter",
     "typiclust",
     "probcover",
-    "kmeans",
     "bilaf_typiclust",
     "bilaf_probcover",
+    "kmeans",
     "activeft",
     "bilaf",
 )
@@ -281,6 +284,23 @@ def select(name, budget, seed, F, args):
             stored = {"cores": rec["extra"]["cores"], "cores_s": rec["extra"]["stages_s"]["cores"]}
             cores_path.write_text(json.dumps(stored))
         return rec
+    # ProbCover's greedy is sequential and every random draw (k-means, purity sample,
+    # cells) comes before it, so its first B picks at the largest budget are its
+    # selection at budget B, as long as nothing was filled at random by then
+    # (n_filled_ == 0, i.e. coverage never reached 100 %). Charged the full time.
+    top = max(args.budgets)
+    if name == "probcover" and budget < top and not args.no_core_reuse:
+        full = select(name, top, seed, F, args)
+        if full["extra"].get("n_filled_", 1) == 0:
+            rec = {
+                "idx": full["idx"][:budget],
+                "seconds": full["seconds"],
+                "extra": {**full["extra"], "prefix_of_budget": top},
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rec))
+            rec["from_cache"] = False
+            return rec
     # BiLAF's cores depend on the seed only (K = n_cores), not on the budget: the first
     # BiLAF run of a seed stores them, later budgets pass them as core_indices (the same
     # selection; checked by --check-core-reuse) and are charged the stored core time.

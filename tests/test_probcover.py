@@ -180,3 +180,16 @@ def test_bad_parameters_name_themselves(params, match):
 def test_budget_larger_than_pool():
     with pytest.raises(ValueError, match=r"n_instances=6.*n_pool=5"):
         ProbCoverSelector().select(np.random.default_rng(0).normal(size=(5, 2)), 6)
+
+
+def test_smaller_budget_is_a_prefix():
+    """The greedy is sequential and draws its randomness first: B picks are the first B
+    picks of a larger budget (used by the CIFAR-10 benchmark)."""
+    X = np.random.default_rng(8).normal(size=(400, 6)).astype(np.float32)
+    big = ProbCoverSelector(n_classes=4, random_state=1)
+    idx = big.select(X, 30)
+    assert big.n_filled_ == 0
+    for b in (1, 7, 29):
+        np.testing.assert_array_equal(
+            ProbCoverSelector(n_classes=4, random_state=1).select(X, b), idx[:b]
+        )

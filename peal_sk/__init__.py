@@ -17,7 +17,9 @@ from .selection import (
     KCenterSelector,
     LeastConfidentSelector,
     MarginSelector,
+    ProbCoverSelector,
     RandomSelector,
+    TypiClustSelector,
     activeft_sampling,
     bilaf,
     bilaf_sampling,
@@ -26,7 +28,9 @@ from .selection import (
     hybrid_sampling,
     least_confident_sampling,
     margin_sampling,
+    probcover_sampling,
     random_sampling,
+    typiclust_sampling,
 )
 
 __version__ = "0.1.0"
@@ -67,4 +71,8 @@ __all__ = [
     "margin_sampling",
     "random_sampling",
     "selection",
+    "ProbCoverSelector",
+    "TypiClustSelector",
+    "probcover_sampling",
+    "typiclust_sampling",
 ]

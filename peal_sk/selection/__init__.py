@@ -20,6 +20,7 @@ from ._feature_distance import (
 )
 from ._hybrid import HybridSelector, hybrid_sampling
 from ._kmeans import KMeansSelector, kmeans_sampling
+from ._probcover import ProbCoverSelector, probcover_sampling
 from ._random import RandomSelector, random_sampling
 from ._registry import (
     SelectorInfo,
@@ -29,6 +30,7 @@ from ._registry import (
     parse_selector_params,
     register_selector,
 )
+from ._typiclust import TypiClustSelector, typicality_scores, typiclust_sampling
 from ._uncertainty import (
     EntropySelector,
     LeastConfidentSelector,
@@ -78,4 +80,9 @@ __all__ = [
     "make_selector",
     "parse_selector_params",
     "register_selector",
+    "ProbCoverSelector",
+    "TypiClustSelector",
+    "probcover_sampling",
+    "typicality_scores",
+    "typiclust_sampling",
 ]

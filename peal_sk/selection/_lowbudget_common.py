@@ -1,0 +1,126 @@
+"""Helpers shared by the low-budget cold-start strategies (TypiClust, ProbCover).
+
+Not public: L2 normalisation, stacking the pool with the labelled samples, a
+seeded faiss k-means, duplicate-row groups and a clip of the cluster count to the
+number of distinct rows.
+"""
+
+# SPDX-License-Identifier: BSD-3-Clause
+
+import contextlib
+
+import numpy as np
+
+__all__ = []
+
+
+def l2_normalize(X, dtype=None):
+    """A normalised copy of ``X`` (rows of norm 1; all-zero rows stay zero)."""
+    out = np.array(X, dtype=dtype or X.dtype, copy=True)
+    step = 65_536
+    for s in range(0, len(out), step):
+        block = out[s : s + step]
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+        norms[norms == 0] = 1.0
+        block /= norms[:, None].astype(out.dtype)
+    return out
+
+
+def stack_features(F_pool, F_labeled, *, normalize):
+    """``[pool; labelled]`` as one array (normalised when asked), in the pool's dtype."""
+    parts = [F_pool] if F_labeled is None else [F_pool, F_labeled.astype(F_pool.dtype)]
+    if normalize:
+        if len(parts) == 1:
+            return l2_normalize(F_pool)
+        return l2_normalize(np.concatenate(parts))
+    return F_pool if len(parts) == 1 else np.concatenate(parts)
+
+
+def _row_view(X):
+    Xz = np.ascontiguousarray(X + 0.0)  # + 0.0 turns -0.0 into 0.0
+    return Xz.view(np.dtype((np.void, Xz.dtype.itemsize * Xz.shape[1]))).ravel()
+
+
+def duplicate_groups(X):
+    """Group id of every row: equal ids for exactly equal rows (by value)."""
+    if len(X) <= 1:
+        return np.zeros(len(X), dtype=np.intp)
+    _, inv = np.unique(_row_view(X), return_inverse=True)
+    return inv.reshape(-1).astype(np.intp)
+
+
+def n_distinct_at_least(X, k):
+    """``min(k, number of distinct rows of X)``, without sorting the rows when possible.
+
+    Rows whose random projections differ by more than a rounding bound are distinct,
+    so the number of such well separated projection values is a lower bound on the
+    number of distinct rows; only when it is below ``k`` are the rows compared exactly.
+    """
+    n, d = X.shape
+    if n <= 1:
+        return min(k, n)
+    v = np.random.default_rng(0).uniform(0.5, 1.5, size=d)
+    h = np.empty(n)
+    step = 65_536
+    for s in range(0, n, step):
+        h[s : s + step] = X[s : s + step].astype(np.float64) @ v
+    h.sort()
+    # equal rows give equal projections; distinct ones differ by more than the float64
+    # rounding of the product (the float32 inputs are exact in float64)
+    bound = 4 * (d + 2) * np.finfo(np.float64).eps * (np.abs(h).max() * 1.5 + 1.0)
+    n_groups = 1 + int(np.count_nonzero(np.diff(h) > bound))
+    if n_groups >= k:
+        return k
+    return min(k, int(np.unique(_row_view(X)).size))
+
+
+def faiss_kmeans(X, n_clusters, seed, *, n_iter, max_points_per_centroid=256):
+    """Seeded faiss k-means; returns (centres, labels) with labels of every row of ``X``.
+
+    Trained on at most ``max_points_per_centroid * n_clusters`` rows (a seeded
+    subsample), then every row is assigned to its nearest centre. ``n_clusters`` must
+    not exceed the number of distinct rows (see
+    :func:`n_distinct_at_least`). Clusters may come out empty: callers ignore them.
+    """
+    import faiss
+
+    X32 = np.ascontiguousarray(X, dtype=np.float32)
+    n, d = X32.shape
+    if n_clusters == 1:
+        centre = X32.mean(axis=0, dtype=np.float64).astype(np.float32)[None, :]
+        return centre, np.zeros(n, dtype=np.intp)
+    km = faiss.Kmeans(
+        d,
+        int(n_clusters),
+        niter=int(n_iter),
+        seed=int(seed),
+        verbose=False,
+        min_points_per_centroid=1,  # no warning for few points per centre
+        # training subsample: faiss' default is 256 rows per centre
+        max_points_per_centroid=int(max_points_per_centroid),
+    )
+    with _few_threads_when_small(n * n_clusters * d):
+        km.train(X32)
+        labels = np.empty(n, dtype=np.intp)
+        step = 65_536
+        for s in range(0, n, step):
+            _, idx = km.index.search(X32[s : s + step], 1)
+            labels[s : s + step] = idx[:, 0]
+    return km.centroids.copy(), labels
+
+
+@contextlib.contextmanager
+def _few_threads_when_small(work, threshold=5e7):
+    """One faiss (OpenMP) thread for small problems: there, thread start-up and barriers
+    cost more than the work (1 s instead of 1 ms for 200 points on a busy machine)."""
+    import faiss
+
+    if work >= threshold:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)

@@ -1,0 +1,484 @@
+"""ProbCover (Yehuda, Dekel, Hacohen and Weinshall, NeurIPS 2022): greedy maximum
+coverage of delta-balls.
+
+Specified in LOWBUDGET.md section 2; ``tests/_lowbudget_reference.py`` transcribes the
+specification loop by loop and the tests require this implementation to return the
+same samples in the same order (exact search). Decisions the specification leaves open
+are documented on :class:`ProbCoverSelector`.
+"""
+
+# SPDX-License-Identifier: BSD-3-Clause
+
+import heapq
+import math
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ..base import BaseSelector
+from ..utils._neighbors import BLOCK_BYTES
+from ._lowbudget_common import (
+    _few_threads_when_small,
+    faiss_kmeans,
+    n_distinct_at_least,
+    stack_features,
+)
+from ._registry import register_selector
+
+__all__ = ["ProbCoverSelector", "probcover_sampling"]
+
+_EPS32 = 2.0**-24
+#: ``search="auto"`` searches exactly while n_pool**2 * n_features stays below this
+#: (about 5 s of float32 GEMM on one core of the development machine)
+EXACT_WORK = 1.5e11
+#: query rows per range-search chunk
+CHUNK = 4096
+
+
+def _sq_norms(X):
+    return np.einsum("ij,ij->i", X, X, dtype=np.float64)
+
+
+def _nearest_other_label(F, labels, queries):
+    """Distance from each row ``F[q]`` to its nearest row of another label (inf if none)."""
+    Q = F[queries]
+    q_sq = _sq_norms(Q).astype(F.dtype)
+    f_sq = _sq_norms(F).astype(F.dtype)
+    q_lab = labels[queries]
+    best = np.full(len(queries), np.inf)
+    step = max(1, BLOCK_BYTES // (4 * F.itemsize * len(queries)))
+    for s in range(0, len(F), step):
+        D = Q @ F[s : s + step].T
+        D *= -2
+        D += q_sq[:, None]
+        D += f_sq[None, s : s + step]
+        D[q_lab[:, None] == labels[None, s : s + step]] = np.inf
+        np.minimum(best, D.min(axis=1), out=best)
+    return np.sqrt(np.maximum(best, 0))
+
+
+def _purity_delta(r, alpha):
+    """Largest delta whose purity (share of sampled balls ``{d < delta}`` holding one
+    pseudo-label, i.e. of ``r >= delta``) is at least ``alpha``: the q-th largest r."""
+    q = max(1, math.ceil(alpha * len(r) - 1e-9))
+    return float(np.sort(r)[::-1][q - 1])
+
+
+class _BallSearch:
+    """Points within distance < delta of query rows, among the pool rows of ``F``.
+
+    ``exact``: faiss brute-force range search in float32 with a radius widened by a
+    bound on the float32 error; pairs inside that band are decided again in float64 by
+    direct differences, so the graph is what an exact computation gives. Every row's own
+    index is always in its ball.
+    """
+
+    def __init__(self, F, n_pool, delta):
+        import faiss
+
+        self.faiss = faiss
+        self.F, self.n_pool, self.delta2 = F, n_pool, float(delta) ** 2
+        self.F32 = np.ascontiguousarray(F, dtype=np.float32)
+        self.P32 = self.F32[:n_pool]
+        d = F.shape[1]
+        max_sq = float(_sq_norms(self.F32).max()) if len(F) else 0.0
+        self.tol = 8.0 * (d + 4) * _EPS32 * (2.0 * max_sq + self.delta2) + 1e-30
+
+    def _range_search(self, Q):
+        faiss, nq = self.faiss, len(Q)
+        res = faiss.RangeSearchResult(nq)
+        faiss.range_search_L2sqr(
+            faiss.swig_ptr(Q),
+            faiss.swig_ptr(self.P32),
+            Q.shape[1],
+            nq,
+            self.n_pool,
+            self.delta2 + self.tol,
+            res,
+        )
+        lims = faiss.rev_swig_ptr(res.lims, nq + 1).copy()
+        m = int(lims[-1])
+        D = faiss.rev_swig_ptr(res.distances, m).copy() if m else np.empty(0, np.float32)
+        I = faiss.rev_swig_ptr(res.labels, m).copy() if m else np.empty(0, np.int64)
+        return lims, D, I
+
+    def search(self, rows):
+        """``(counts, cols)``: the ball of each ``F[rows]`` as pool indices (int32)."""
+        Q = np.ascontiguousarray(self.F32[rows])
+        nq = len(rows)
+        with _few_threads_when_small(nq * self.n_pool * Q.shape[1]):
+            lims, D, I = self._range_search(Q)
+        counts = np.diff(lims).astype(np.int64)
+        q = np.repeat(np.asarray(rows, dtype=np.int64), counts)
+        keep = I != q  # self is added below for every row
+        band = np.flatnonzero(keep & (D >= self.delta2 - self.tol))
+        if band.size:
+            diff = self.F[q[band]].astype(np.float64) - self.F[I[band]].astype(np.float64)
+            keep[band] = np.einsum("ij,ij->i", diff, diff) < self.delta2
+        local = np.repeat(np.arange(nq), counts)
+        local, cols = local[keep], I[keep]
+        self_cols = np.asarray(rows, dtype=np.int64)
+        is_pool = self_cols < self.n_pool
+        local = np.concatenate([local, np.flatnonzero(is_pool)])
+        cols = np.concatenate([cols, self_cols[is_pool]])
+        order = np.argsort(local, kind="stable")
+        return np.bincount(local, minlength=nq), cols[order].astype(np.int32)
+
+
+def _cell_graph(F32, delta2, nprobe, rng, max_edges, too_many):
+    """Approximate ball graph (CSR) of ``F32`` by inverted-file cells and BLAS blocks.
+
+    The rows are split into ``sqrt(n)`` k-means cells; the members of each cell are
+    compared (one float32 GEMM per block) with the members of the ``nprobe`` cells whose
+    centres are nearest to their cell's centre, skipping cells that the triangle
+    inequality rules out (``|c - c'| >= r_c + r_c' + delta``, ``r``: cell radius). A ball
+    member in a cell that is not probed is missed; nothing is ever added wrongly.
+    """
+    n, d = F32.shape
+    nlist = max(1, int(np.sqrt(n)))
+    seed = int(rng.integers(np.iinfo(np.int32).max))
+    centres, labels = faiss_kmeans(F32, nlist, seed, n_iter=5, max_points_per_centroid=64)
+    centres = centres.astype(np.float64)
+    sq = np.einsum("ij,ij->i", F32, F32)
+    diff_sq = np.empty(n)
+    step = 65_536
+    centres32 = centres.astype(np.float32)
+    for s in range(0, n, step):
+        diff = F32[s : s + step] - centres32[labels[s : s + step]]
+        diff_sq[s : s + step] = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    radius = np.zeros(nlist)  # (float32 rounding: the pruning below keeps a margin)
+    np.maximum.at(radius, labels, np.sqrt(diff_sq))
+    c_sq = np.einsum("ij,ij->i", centres, centres)
+    cc = np.sqrt(np.maximum(c_sq[:, None] + c_sq[None, :] - 2 * centres @ centres.T, 0))
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=nlist))])
+    delta = np.sqrt(delta2)
+    rows, cols, total = [], [], 0
+    for c in range(nlist):
+        members = order[starts[c] : starts[c + 1]]
+        if members.size == 0:
+            continue
+        probes = np.argsort(cc[c], kind="stable")[: int(nprobe)]
+        probes = probes[cc[c, probes] < (radius[c] + radius[probes] + delta) * 1.001]
+        cand = np.concatenate([order[starts[j] : starts[j + 1]] for j in probes])
+        Cand = F32[cand]
+        step = max(1, BLOCK_BYTES // (4 * 4 * len(cand)))
+        for s in range(0, len(members), step):
+            m = members[s : s + step]
+            D = F32[m] @ Cand.T
+            D *= -2
+            D += sq[m][:, None]
+            D += sq[cand][None, :]
+            i, j = np.nonzero(D < delta2)
+            keep = m[i] != cand[j]  # self is added below
+            rows.append(m[i[keep]].astype(np.int32))
+            cols.append(cand[j[keep]].astype(np.int32))
+            total += int(keep.sum()) + len(m)
+            if total > max_edges:
+                raise ValueError(too_many(f"more than {total:,}"))
+    rows.append(np.arange(n, dtype=np.int32))
+    cols.append(np.arange(n, dtype=np.int32))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    perm = np.argsort(rows, kind="stable")
+    indices = cols[perm]
+    del cols, perm
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, indices
+
+
+class ProbCoverSelector(BaseSelector):
+    """ProbCover: greedy coverage of the pool by balls of radius delta (Yehuda et al.,
+    NeurIPS 2022).
+
+    A cold-start strategy for low budgets. Every pool sample's ball holds the samples
+    within distance ``< delta`` (L2-normalised embeddings); the samples in the ball of a
+    labelled sample are covered; each pick is the sample whose ball holds the most
+    uncovered samples, whose ball is then covered.
+
+    ``delta`` is given, or estimated by purity: k-means with ``n_classes`` centres gives
+    pseudo-labels; a ball is pure when every sample in it shares its centre's
+    pseudo-label; ``delta_`` is the largest radius at which at least ``alpha`` of the
+    balls of ``purity_samples`` random samples (pool and labelled) are pure, searched
+    against all samples. Purity decreases with delta, so that radius is exactly the
+    ``ceil(alpha m)``-th largest distance from a sampled point to its nearest point of
+    another pseudo-label; no bisection is needed.
+
+    Decisions (LOWBUDGET.md section 2 leaves them open or the official code gets them
+    wrong):
+
+    * Ties between equally covering samples go to the lowest pool index. The counts are
+      updated lazily (a max-heap of stale counts, re-counted when they reach the top);
+      this gives exactly the greedy choice of the specification.
+    * When every pool sample is covered (the official code then returns index 0 again),
+      the remaining picks are drawn uniformly at random among the unselected samples
+      (seeded by ``random_state``); their score is 0. ``n_filled_`` counts them.
+    * The ball graph is stored as CSR with int32 indices. Before it is built its size is
+      estimated from a sample of balls, and a ``ValueError`` naming ``max_edges`` is
+      raised when the estimate or, during the build, the actual count exceeds it.
+    * ``search="exact"`` is a brute-force range search (time grows with n_pool**2);
+      ``"ivf"`` splits the pool into ``sqrt(n_pool)`` k-means cells and compares each
+      cell with the ``nprobe`` cells nearest to it (float32 GEMM blocks; cells that the
+      triangle inequality rules out are skipped), so it may miss ball members in other
+      cells but never adds a wrong one; ``"auto"`` is exact while
+      ``n_pool**2 * n_features`` stays below 1.5e11, else ``"ivf"``. Labelled samples'
+      balls are always searched exactly.
+
+    Parameters
+    ----------
+    delta : float or None, default=None
+        Ball radius (Euclidean, after normalisation). None: estimated by purity.
+    n_classes : int, default=10
+        Number of k-means pseudo-classes of the purity estimate (the number of classes
+        of the task); unused when ``delta`` is given.
+    alpha : float, default=0.95
+        Purity the estimated ``delta_`` keeps.
+    purity_samples : int, default=1000
+        Sampled balls of the purity estimate.
+    normalize : bool, default=True
+        L2-normalise the embeddings first (the paper's setting).
+    search : {"auto", "exact", "ivf"}, default="auto"
+        Range-search method of the ball graph (see above).
+    nprobe : int, default=8
+        Cells compared with each cell (``search="ivf"``).
+    max_edges : int, default=200_000_000
+        Upper bound on the number of (directed) edges of the ball graph (4 bytes each).
+    kmeans_iter : int, default=20
+        Iterations of faiss k-means of the purity estimate.
+    random_state : int, Generator or None, default=None
+        Seeds k-means, the purity sample, the cells and the random fill.
+
+    Attributes
+    ----------
+    delta_ : float
+        The radius used by the last query.
+    coverage_ : float
+        Share of the pool covered after the last query (by labelled and picked samples).
+    n_edges_ : int
+        Edges of the ball graph (self-loops included).
+    n_filled_ : int
+        Picks drawn at random because everything was covered.
+
+    See Also
+    --------
+    probcover_sampling : The modAL function form.
+    TypiClustSelector : The other cold-start strategy of the same authors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peal_sk.selection import ProbCoverSelector
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(0, 0.1, (40, 2)) + [1, 0], rng.normal(0, 0.1, (40, 2)) + [0, 1]])
+    >>> sel = ProbCoverSelector(delta=0.3, random_state=0)
+    >>> sorted(int(i) // 40 for i in sel.select(X, 2)), sel.coverage_
+    ([0, 1], 1.0)
+    """
+
+    _parameter_constraints = {
+        **BaseSelector._parameter_constraints,
+        "delta": [Interval(Real, 0, None, closed="neither"), None],
+        "n_classes": [Interval(Integral, 2, None, closed="left")],
+        "alpha": [Interval(Real, 0, 1, closed="right")],
+        "purity_samples": [Interval(Integral, 1, None, closed="left")],
+        "normalize": ["boolean"],
+        "search": [StrOptions({"auto", "exact", "ivf"})],
+        "nprobe": [Interval(Integral, 1, None, closed="left")],
+        "max_edges": [Interval(Integral, 1, None, closed="left")],
+        "kmeans_iter": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        *,
+        delta=None,
+        n_classes=10,
+        alpha=0.95,
+        purity_samples=1000,
+        normalize=True,
+        search="auto",
+        nprobe=8,
+        max_edges=200_000_000,
+        kmeans_iter=20,
+        random_state=None,
+    ):
+        self.delta = delta
+        self.n_classes = n_classes
+        self.alpha = alpha
+        self.purity_samples = purity_samples
+        self.normalize = normalize
+        self.search = search
+        self.nprobe = nprobe
+        self.max_edges = max_edges
+        self.kmeans_iter = kmeans_iter
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.uses_embeddings = True
+        return tags
+
+    def _estimate_delta(self, F, rng):
+        n = len(F)
+        k = n_distinct_at_least(F, self.n_classes)
+        seed = int(rng.integers(np.iinfo(np.int32).max))
+        queries = np.sort(rng.choice(n, size=min(n, self.purity_samples), replace=False))
+        if k < 2:
+            return math.inf
+        _, labels = faiss_kmeans(F, k, seed, n_iter=self.kmeans_iter)
+        r = _nearest_other_label(F, labels, queries)
+        return _purity_delta(r, self.alpha)
+
+    def _query(self, ctx, n_instances, rng):
+        F_pool, F_lab = ctx.pool_embeddings(), ctx.labeled_embeddings()
+        n_pool, d = F_pool.shape
+        F = stack_features(F_pool, F_lab, normalize=self.normalize)
+        delta = self.delta if self.delta is not None else self._estimate_delta(F, rng)
+        if not math.isfinite(delta):
+            # one pseudo-class (e.g. a single distinct row): every ball is pure at any
+            # radius; take one that holds every sample
+            delta = 2.0 * float(np.sqrt(_sq_norms(F).max())) + 1.0
+        self.delta_ = float(delta)
+        method = self.search
+        if method == "auto":
+            method = "exact" if float(n_pool) ** 2 * d <= EXACT_WORK else "ivf"
+        balls = _BallSearch(F, n_pool, delta)
+
+        # size check before the build, from a sample of exact balls
+        sample = np.sort(rng.choice(n_pool, size=min(n_pool, 256), replace=False))
+        est = float(balls.search(sample)[0].mean()) * n_pool
+        if est > self.max_edges:
+            raise ValueError(self._too_many(f"about {est:,.0f} (estimated from 256 balls)"))
+        if method == "ivf":
+            indptr, indices = _cell_graph(
+                balls.P32, balls.delta2, self.nprobe, rng, self.max_edges, self._too_many
+            )
+        else:
+            indptr = np.zeros(n_pool + 1, dtype=np.int64)
+            chunks, total = [], 0
+            for s in range(0, n_pool, CHUNK):
+                counts, cols = balls.search(np.arange(s, min(s + CHUNK, n_pool)))
+                indptr[s + 1 : s + 1 + len(counts)] = counts
+                chunks.append(cols)
+                total += len(cols)
+                if total > self.max_edges:
+                    raise ValueError(self._too_many(f"more than {total:,}"))
+            np.cumsum(indptr, out=indptr)
+            indices = np.concatenate(chunks)
+            del chunks
+        self.n_edges_ = int(indptr[-1])
+
+        covered = np.zeros(n_pool, dtype=bool)
+        if F_lab is not None:
+            for s in range(n_pool, len(F), CHUNK):
+                _, cols = balls.search(np.arange(s, min(s + CHUNK, len(F))))
+                covered[cols] = True
+        picks, scores, n_filled = _greedy_cover(indptr, indices, covered, n_instances, rng)
+        self.n_filled_ = n_filled
+        self.coverage_ = float(covered.mean())
+        return picks, scores
+
+    def _too_many(self, what):
+        return (
+            f"ProbCover's ball graph would hold {what} edges at delta_={self.delta_:.4g}, "
+            f"more than max_edges={self.max_edges:,} (4 bytes each). Pass a smaller delta, "
+            "a larger max_edges, or fewer samples."
+        )
+
+
+def _greedy_cover(indptr, indices, covered, n_instances, rng):
+    """Greedy max coverage (lazy counts, ties: lowest index); fills at random when
+    everything is covered. ``covered`` is updated in place."""
+    n = len(covered)
+    uncovered = (~covered).astype(np.int64)
+    counts = np.add.reduceat(uncovered[indices], indptr[:-1]) if len(indices) else uncovered
+    counts[np.diff(indptr) == 0] = 0
+    nz = np.flatnonzero(counts)
+    heap = list(zip((-counts[nz]).tolist(), nz.tolist(), strict=True))
+    heapq.heapify(heap)
+    picked = np.zeros(n, dtype=bool)
+    picks, scores = [], []
+    while len(picks) < n_instances and heap:
+        neg, x = heapq.heappop(heap)
+        ball = indices[indptr[x] : indptr[x + 1]]
+        new = ball[~covered[ball]]
+        if new.size != -neg:  # stale count: put it back with the true one
+            if new.size:
+                heapq.heappush(heap, (-int(new.size), x))
+            continue
+        covered[new] = True
+        picked[x] = True
+        picks.append(x)
+        scores.append(float(new.size))
+    n_filled = n_instances - len(picks)
+    if n_filled:
+        rest = np.flatnonzero(~picked)
+        picks.extend(rng.choice(rest, size=n_filled, replace=False).tolist())
+        scores.extend([0.0] * n_filled)
+    return np.asarray(picks, dtype=np.intp), np.asarray(scores), n_filled
+
+
+def probcover_sampling(
+    classifier,
+    X_pool,
+    n_instances=1,
+    *,
+    X_labeled=None,
+    y_labeled=None,
+    delta=None,
+    n_classes=10,
+    alpha=0.95,
+    purity_samples=1000,
+    normalize=True,
+    search="auto",
+    nprobe=8,
+    max_edges=200_000_000,
+    kmeans_iter=20,
+    random_state=None,
+):
+    """modAL query strategy: ProbCover (see :class:`ProbCoverSelector`).
+
+    Parameters
+    ----------
+    classifier : learner, estimator or None
+        Used only for embeddings (and a learner's training set as labelled samples).
+    X_pool : array-like of shape (n_pool, n_features)
+    n_instances : int, default=1
+    X_labeled, y_labeled : array-like, default=None
+        Labelled samples (default: the learner's ``X_training`` / ``y_training``).
+    delta, n_classes, alpha, purity_samples, normalize, search, nprobe, max_edges, \
+kmeans_iter, random_state
+        See :class:`ProbCoverSelector`.
+
+    Returns
+    -------
+    query_idx : ndarray of shape (n_instances,), dtype=np.intp
+        In the order picked.
+    scores : ndarray of shape (n_instances,)
+        Samples each pick newly covered (0 for random fills).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peal_sk.selection import probcover_sampling
+    >>> X = np.random.default_rng(0).normal(size=(100, 3))
+    >>> probcover_sampling(None, X, 4, n_classes=3, random_state=0)[0].shape
+    (4,)
+    """
+    selector = ProbCoverSelector(
+        delta=delta,
+        n_classes=n_classes,
+        alpha=alpha,
+        purity_samples=purity_samples,
+        normalize=normalize,
+        search=search,
+        nprobe=nprobe,
+        max_edges=max_edges,
+        kmeans_iter=kmeans_iter,
+        random_state=random_state,
+    )
+    return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)
+
+
+register_selector("probcover", ProbCoverSelector, probcover_sampling)

@@ -9,8 +9,10 @@ from .base import BaseSelector
 from .learner import ActiveLearner
 from .selection import (
     ActiveFTSelector,
+    BadgeSelector,
     BiLAFSelector,
     ClassBalancedSelector,
+    DropQuerySelector,
     EntropySelector,
     FeatureDistanceSelector,
     HybridSelector,
@@ -19,8 +21,10 @@ from .selection import (
     MarginSelector,
     RandomSelector,
     activeft_sampling,
+    badge_sampling,
     bilaf,
     bilaf_sampling,
+    dropquery_sampling,
     entropy_sampling,
     featdist_sampling,
     hybrid_sampling,
@@ -67,4 +71,9 @@ __all__ = [
     "margin_sampling",
     "random_sampling",
     "selection",
+    # model-based diversity
+    "BadgeSelector",
+    "DropQuerySelector",
+    "badge_sampling",
+    "dropquery_sampling",
 ]

@@ -1,0 +1,228 @@
+"""BADGE (Ash et al., ICLR 2020): k-means++ seeding on gradient embeddings."""
+
+# SPDX-License-Identifier: BSD-3-Clause
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.utils._param_validation import StrOptions
+
+from ..base import BaseSelector
+from ..utils._linear_head import check_head_width, final_linear_layer, head_logits, row_chunks
+from ..utils._validation import check_features, check_proba
+from ._registry import register_selector
+
+__all__ = ["BadgeSelector", "badge_embedding_norms", "badge_sampling"]
+
+
+def _gradient_factors(proba, Z):
+    """``a = onehot(argmax p) - p`` and the squared norms ``|a|^2``, ``|z|^2``, ``|g|^2``."""
+    A = -np.asarray(proba, dtype=np.float64)
+    A[np.arange(len(A)), np.argmax(proba, axis=1)] += 1.0
+    a_sq = np.einsum("ij,ij->i", A, A)
+    z_sq = np.einsum("ij,ij->i", Z, Z, dtype=np.float64)
+    return A, a_sq, z_sq, a_sq * z_sq
+
+
+def badge_embedding_norms(proba, embeddings):
+    """Norm of each gradient embedding ``g = (onehot(argmax p) - p) outer z``.
+
+    ``g`` is the gradient of the cross-entropy loss, at the predicted label, with
+    respect to the final softmax layer's weights; it is never materialised:
+    ``|g| = |a| |z|`` with ``a = onehot(argmax p) - p``. Large norms are uncertain
+    samples (``a`` large) with large embeddings.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n_samples, n_classes)
+        Softmax probabilities of the final layer.
+    embeddings : array-like of shape (n_samples, n_features)
+        Inputs ``z`` of the final layer.
+
+    Returns
+    -------
+    norms : ndarray of shape (n_samples,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from peal_sk.selection import badge_embedding_norms
+    >>> badge_embedding_norms([[0.5, 0.5], [1.0, 0.0]], [[3.0, 4.0], [3.0, 4.0]]).tolist()
+    [3.5355339059327378, 0.0]
+    """
+    Z = check_features(embeddings, name="embeddings")
+    proba = np.asarray(proba)
+    proba = check_proba(proba, Z.shape[0], name="proba")
+    return np.sqrt(_gradient_factors(proba, Z)[3])
+
+
+def _badge_seeding(Z, A, g_sq, n_instances, rng, first):
+    """k-means++ seeding on ``g_i = a_i outer z_i`` without materialising ``g``.
+
+    ``|g_i - g_c|^2 = |g_i|^2 + |g_c|^2 - 2 (a_i . a_c)(z_i . z_c)``, clipped at 0 and
+    set to 0 when below the rounding noise of the expansion (duplicates of a centre).
+    Returns the picks (in order) and the squared distance of each to the earlier picks.
+    """
+    n = Z.shape[0]
+    eps = 64 * np.finfo(Z.dtype).eps
+    chosen = np.zeros(n, dtype=bool)
+    picks = np.empty(n_instances, dtype=np.intp)
+    d2_at_pick = np.zeros(n_instances)
+    D2 = np.full(n, np.inf)
+    chunks = list(row_chunks(n, Z.shape[1], itemsize=Z.dtype.itemsize))
+    c = int(np.argmax(g_sq)) if first == "largest" else int(rng.integers(n))
+    d2_at_pick[0] = g_sq[c]
+    for j in range(n_instances):
+        if j > 0:
+            total = D2.sum()
+            if not total > 0:  # every remaining distance is 0: uniform among the rest
+                rest = np.flatnonzero(~chosen)
+                picks[j:] = rng.choice(rest, n_instances - j, replace=False)
+                break
+            cum = np.cumsum(D2)
+            c = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
+            if c >= n or D2[c] <= 0:  # rounding at the very top: the last positive one
+                c = int(np.flatnonzero(D2 > 0)[-1])
+            d2_at_pick[j] = D2[c]
+        picks[j] = c
+        chosen[c] = True
+        if j == n_instances - 1:
+            break
+        z_c, a_c, g_c = Z[c], A[c], g_sq[c]
+        for s in chunks:
+            dz = Z[s] @ z_c
+            d2 = g_sq[s] + g_c - 2.0 * (A[s] @ a_c) * dz
+            d2[d2 <= eps * (g_sq[s] + g_c)] = 0.0
+            np.minimum(D2[s], d2, out=D2[s])
+        D2[c] = 0.0
+    return picks, d2_at_pick
+
+
+class BadgeSelector(BaseSelector):
+    """BADGE: k-means++ seeding on the gradient embeddings of the final layer.
+
+    Batch Active learning by Diverse Gradient Embeddings (Ash et al., ICLR 2020). The
+    gradient embedding of a pool sample is the gradient of the cross-entropy loss at its
+    predicted label with respect to the final layer's weights, ``g(x) = (onehot(y_hat)
+    - p(x)) outer z(x)``, with ``z`` the final layer's input and ``p`` its softmax
+    output; its norm grows with the model's uncertainty and the spread of the seeding
+    gives diversity. The ``n_instances`` picks are the k-means++ seeds on ``g``:
+
+    1. the first is the sample with the largest ``|g|`` (``first="largest"``, ties: the
+       lowest index) or a uniformly random one (``first="random"``);
+    2. each next one is drawn with probability proportional to ``D^2``, the squared
+       distance to the nearest earlier pick;
+    3. when every ``D`` is 0 (all remaining gradients equal a pick's, e.g. a confident
+       model or duplicates), the rest are drawn uniformly among the samples not chosen.
+
+    ``g`` (``n_classes x n_features`` per sample) is never built: distances use
+    ``|g_i - g_j|^2 = |a_i|^2 |z_i|^2 + |a_j|^2 |z_j|^2 - 2 (a_i . a_j)(z_i . z_j)``
+    with ``a = onehot(y_hat) - p``, one pass over the embeddings per pick, in row chunks;
+    memory is ``O(n_pool x (n_features + n_classes))``.
+
+    ``p`` is the softmax of the final linear layer, ``z @ coef_.T + intercept_``, which is
+    ``predict_proba`` for a multinomial ``LogisticRegression`` and for a binary one (its
+    single row is the two-class softmax ``[0, w]``). The layer is found as for
+    :class:`DropQuerySelector`: a fitted linear classifier, the final step of a
+    :class:`~sklearn.pipeline.Pipeline` (embeddings: the steps before it), a modAL
+    learner's ``estimator``, or any final estimator with ``coef_`` and ``intercept_``
+    (``PEALClassifier``).
+
+    Parameters
+    ----------
+    first : {"largest", "random"}, default="largest"
+        How the first pick is made.
+    random_state : int, Generator or None, default=None
+        Seeds the ``D^2`` draws.
+
+    See Also
+    --------
+    badge_sampling : The modAL function form.
+    badge_embedding_norms : The gradient-embedding norms (``score_samples``).
+    DropQuerySelector
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from peal_sk.selection import BadgeSelector, badge_embedding_norms
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = LogisticRegression(max_iter=500).fit(X[::10], y[::10])
+    >>> idx = BadgeSelector(random_state=0).select(X, 3, classifier=clf)
+    >>> norms = badge_embedding_norms(clf.predict_proba(X), X)
+    >>> bool(norms[idx[0]] == norms.max())
+    True
+    """
+
+    _parameter_constraints = {
+        **BaseSelector._parameter_constraints,
+        "first": [StrOptions({"largest", "random"})],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.selector_tags.cold_start = False
+        tags.selector_tags.requires_proba = True
+        tags.selector_tags.uses_embeddings = True
+        return tags
+
+    def __init__(self, *, first="largest", random_state=None):
+        self.first = first
+        self.random_state = random_state
+
+    def _check_context(self, ctx):
+        ctx.require_proba_model(type(self).__name__)
+        final_linear_layer(ctx.classifier, strategy=type(self).__name__)
+
+    def _factors(self, ctx):
+        coef, intercept, _ = final_linear_layer(ctx.classifier, strategy=type(self).__name__)
+        Z = ctx.pool_embeddings()
+        check_head_width(coef, Z, strategy=type(self).__name__)
+        proba = np.empty((Z.shape[0], coef.shape[0]))
+        for s in row_chunks(Z.shape[0], Z.shape[1], itemsize=Z.dtype.itemsize):
+            proba[s] = softmax(head_logits(Z[s], coef, intercept).astype(np.float64), axis=1)
+        return (Z, *_gradient_factors(proba, Z))
+
+    def _score(self, ctx):
+        ctx.require_proba_model(type(self).__name__)
+        return np.sqrt(self._factors(ctx)[4])
+
+    def _query(self, ctx, n_instances, rng):
+        Z, A, _, _, g_sq = self._factors(ctx)
+        picks, d2 = _badge_seeding(Z, A, g_sq, n_instances, rng, self.first)
+        return picks, np.sqrt(d2)
+
+
+def badge_sampling(classifier, X_pool, n_instances=1, *, first="largest", random_state=None):
+    """modAL query strategy: BADGE (see :class:`BadgeSelector`).
+
+    Parameters
+    ----------
+    classifier : learner or estimator with ``predict_proba`` and a linear final layer
+    X_pool : array-like
+    n_instances : int, default=1
+    first : {"largest", "random"}, default="largest"
+    random_state : int, Generator or None, default=None
+
+    Returns
+    -------
+    query_idx : ndarray of shape (n_instances,), dtype=np.intp
+        In k-means++ order.
+    scores : ndarray of shape (n_instances,)
+        Gradient-embedding distance of each pick to the earlier picks (the first: its
+        norm; 0 for uniform fills).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from peal_sk.selection import badge_sampling
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = LogisticRegression(max_iter=500).fit(X[::10], y[::10])
+    >>> badge_sampling(clf, X, 2, random_state=0)[0].shape
+    (2,)
+    """
+    selector = BadgeSelector(first=first, random_state=random_state)
+    return selector(classifier, X_pool, n_instances)
+
+
+register_selector("badge", BadgeSelector, badge_sampling)

@@ -133,11 +133,16 @@ def _kmeans_centres(X, k, n_iter, seed):
 def _nearest_untaken(X, centres):
     """For each centre in order, the nearest row of ``X`` not taken by an earlier centre.
 
-    Ties go to the lowest index. Blocked over centres (no block above ``BLOCK_BYTES``).
+    Distances within ``1e-5 x (max |x|^2 + |c|^2)`` of the smallest count as ties (a
+    two-member cluster's centre is equidistant from both; float32 rounding must not
+    decide) and go to the lowest index. Blocked over centres (no block above
+    ``BLOCK_BYTES``).
     """
     X = np.asarray(X)
     centres = np.asarray(centres, dtype=X.dtype)
     x_sq = np.einsum("ij,ij->i", X, X)
+    c_sq = np.einsum("ij,ij->i", centres, centres)
+    x_max = float(x_sq.max())
     taken = np.zeros(len(X), dtype=bool)
     picks = np.empty(len(centres), dtype=np.intp)
     step = max(1, BLOCK_BYTES // (X.dtype.itemsize * len(X)))
@@ -148,7 +153,8 @@ def _nearest_untaken(X, centres):
         for row in range(D.shape[0]):
             d = D[row]
             d[taken] = np.inf
-            k = int(np.argmin(d))
+            tol = 1e-5 * (x_max + float(c_sq[s + row]))
+            k = int(np.flatnonzero(d <= d.min() + tol)[0])
             picks[s + row] = k
             taken[k] = True
     return picks

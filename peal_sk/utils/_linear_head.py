@@ -9,7 +9,9 @@ model's ``transform``, or the features themselves).
 # SPDX-License-Identifier: BSD-3-Clause
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 
 from ._neighbors import BLOCK_BYTES
 
@@ -25,7 +27,11 @@ _NEEDS = (
 
 
 def _final_estimator(classifier):
-    est = getattr(classifier, "estimator", classifier)  # modAL-style learner
+    est = classifier
+    # a modAL-style learner (`.estimator` and `.X_training`) wraps its model; a scikit-learn
+    # ensemble or meta-estimator has an unfitted template as `.estimator`: not unwrapped
+    if hasattr(classifier, "estimator") and hasattr(classifier, "X_training"):
+        est = classifier.estimator
     if isinstance(est, Pipeline):
         est = est.steps[-1][1]
     return est
@@ -61,6 +67,8 @@ def final_linear_layer(classifier, *, strategy="This strategy"):
 
     Raises
     ------
+    sklearn.exceptions.NotFittedError
+        When the final estimator is a scikit-learn estimator that is not fitted.
     TypeError
         When no linear final layer is found (the message says what is needed).
     """
@@ -68,6 +76,15 @@ def final_linear_layer(classifier, *, strategy="This strategy"):
     coef = getattr(est, "coef_", None)
     intercept = getattr(est, "intercept_", None)
     if coef is None or intercept is None:
+        try:
+            check_is_fitted(est)
+        except NotFittedError as exc:
+            raise NotFittedError(
+                f"{strategy} needs a fitted model; {type(est).__name__} is not fitted yet "
+                f"({_NEEDS})."
+            ) from exc
+        except TypeError:  # not a scikit-learn estimator: report the missing attribute
+            pass
         raise TypeError(
             f"{strategy} could not find the final linear layer of {type(est).__name__}: "
             f"{_NEEDS}. {type(est).__name__} has "

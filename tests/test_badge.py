@@ -1,0 +1,154 @@
+"""BADGE: parity with a reference that materialises the gradient embeddings."""
+
+import numpy as np
+import pytest
+from _cases import LearnerLike
+from _linear_models import blobs, fitted_logreg, head_model
+from scipy.special import softmax
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from peal_sk import ActiveLearner
+from peal_sk.selection import BadgeSelector, badge_embedding_norms, badge_sampling
+
+
+def gradient_factor(proba):
+    """a = onehot(argmax p) - p."""
+    a = -np.array(proba, dtype=np.float64)
+    a[np.arange(len(a)), a.argmin(axis=1)] += 1.0
+    return a
+
+
+def reference_badge(Z, proba, n_instances, rng, first="largest", a=None):
+    """BADGE as written in LOWBUDGET.md section 5, with g built explicitly."""
+    Z = np.asarray(Z, dtype=np.float64)
+    n = len(Z)
+    a = gradient_factor(proba) if a is None else a
+    G = (a[:, :, None] * Z[:, None, :]).reshape(n, -1)  # g = a outer z
+    norms = np.linalg.norm(G, axis=1)
+    picks = [int(np.argmax(norms)) if first == "largest" else int(rng.integers(n))]
+    while len(picks) < n_instances:
+        D2 = ((G[:, None, :] - G[picks][None, :, :]) ** 2).sum(axis=2).min(axis=1)
+        D2[D2 < 1e-12 * (norms**2 + norms[picks].max() ** 2)] = 0.0
+        D2[picks] = 0.0
+        if D2.sum() == 0:
+            rest = np.setdiff1d(np.arange(n), picks)
+            picks += rng.choice(rest, n_instances - len(picks), replace=False).tolist()
+            break
+        cum = np.cumsum(D2)
+        picks.append(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")))
+    return np.array(picks)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("first", ["largest", "random"])
+def test_parity_with_explicit_gradients(seed, first):
+    X_pool, clf, _, _ = fitted_logreg(seed=seed)
+    idx = BadgeSelector(first=first, random_state=seed).select(X_pool, 12, classifier=clf)
+    ref = reference_badge(X_pool, clf.predict_proba(X_pool), 12, np.random.default_rng(seed), first)
+    np.testing.assert_array_equal(idx, ref)
+
+
+def test_binary_logistic_regression_equals_sigmoid_form():
+    """One coef_ row: the two-class softmax [0, w] gives the same picks as the sigmoid
+    gradient (a_1 outer z), whose distances are those of the softmax form divided by 2."""
+    X, y = blobs(n=100, n_classes=2, seed=3)
+    clf = LogisticRegression().fit(X[:10], y[:10])
+    X_pool = X[10:]
+    idx, scores = BadgeSelector(random_state=0)(clf, X_pool, 15)
+    p1 = 1 / (1 + np.exp(-clf.decision_function(X_pool)))
+    a1 = (p1 > 0.5) - p1  # d loss / d logit of the sigmoid at the predicted label
+    ref = reference_badge(X_pool, None, 15, np.random.default_rng(0), a=a1[:, None])
+    np.testing.assert_array_equal(idx, ref)
+    norm = np.abs(a1[idx[0]]) * np.linalg.norm(X_pool[idx[0]])
+    assert scores[0] == pytest.approx(np.sqrt(2) * norm)
+
+
+def test_pipeline_uses_the_steps_before_the_final_estimator():
+    X_pool, _, X_lab, y_lab = fitted_logreg(seed=1)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(X_lab * 10 + 3, y_lab)
+    pool = X_pool * 10 + 3
+    idx = BadgeSelector(random_state=2).select(pool, 10, classifier=pipe)
+    Z = pipe[:-1].transform(pool)
+    ref = reference_badge(Z, pipe.predict_proba(pool), 10, np.random.default_rng(2))
+    np.testing.assert_array_equal(idx, ref)
+
+
+def test_head_model_like_peal_classifier():
+    model = head_model(seed=4)
+    X = np.random.default_rng(4).normal(size=(60, 6))
+    idx = BadgeSelector(random_state=1).select(X, 9, classifier=model)
+    ref = reference_badge(model.transform(X), model.predict_proba(X), 9, np.random.default_rng(1))
+    np.testing.assert_array_equal(idx, ref)
+
+
+def test_score_samples_are_gradient_norms():
+    X_pool, clf, _, _ = fitted_logreg()
+    scores = BadgeSelector().score_samples(X_pool, classifier=clf)
+    np.testing.assert_allclose(scores, badge_embedding_norms(clf.predict_proba(X_pool), X_pool))
+    a = np.eye(4)[clf.predict(X_pool)] - clf.predict_proba(X_pool)
+    np.testing.assert_allclose(
+        scores, np.linalg.norm(a, axis=1) * np.linalg.norm(X_pool, axis=1), rtol=1e-10
+    )
+
+
+def test_first_pick_is_the_largest_gradient():
+    X_pool, clf, _, _ = fitted_logreg(seed=2)
+    idx, scores = badge_sampling(clf, X_pool, 5, random_state=0)
+    norms = BadgeSelector().score_samples(X_pool, classifier=clf)
+    assert idx[0] == np.argmax(norms)
+    assert scores[0] == pytest.approx(norms.max())
+
+
+def test_all_zero_gradients_fill_uniformly():
+    X_pool, clf, _, _ = fitted_logreg()
+    zeros = np.zeros((25, X_pool.shape[1]))  # z = 0: every gradient embedding is 0
+    idx, scores = BadgeSelector(random_state=0)(clf, zeros, 10)
+    assert np.unique(idx).size == 10
+    assert idx[0] == 0  # largest norm, ties: lowest index
+    np.testing.assert_array_equal(scores, 0)
+    again = BadgeSelector(random_state=0).select(zeros, 10, classifier=clf)
+    np.testing.assert_array_equal(idx, again)
+    other = BadgeSelector(random_state=1).select(zeros, 10, classifier=clf)
+    assert not np.array_equal(idx, other)
+
+
+def test_duplicates_are_not_picked_before_distinct_points():
+    X_pool, clf, _, _ = fitted_logreg(seed=5)
+    rows = X_pool[:6]
+    pool = np.repeat(rows, 4, axis=0)  # 6 distinct rows, 4 copies each
+    idx = BadgeSelector(random_state=0).select(pool, 6, classifier=clf)
+    assert len(set((idx // 4).tolist())) == 6  # one copy of each distinct row first
+    idx = BadgeSelector(random_state=0).select(pool, 24, classifier=clf)
+    np.testing.assert_array_equal(np.sort(idx), np.arange(24))
+    assert len(set((idx[:6] // 4).tolist())) == 6
+
+
+def test_float32_embeddings_give_the_same_picks():
+    X_pool, clf, _, _ = fitted_logreg(seed=6)
+    a = BadgeSelector(random_state=0).select(X_pool, 10, classifier=clf)
+    b = BadgeSelector(random_state=0).select(X_pool.astype(np.float32), 10, classifier=clf)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_with_active_learner_and_modal_style_learner():
+    X, y = blobs(n=200, n_classes=3, seed=7)
+    learner = ActiveLearner(
+        LogisticRegression(), BadgeSelector(), X_training=X[:9], y_training=y[:9], random_state=0
+    )
+    idx, X_query = learner.query(X[9:], n_instances=5)
+    assert np.unique(idx).size == 5
+    learner.teach(X_query, y[9:][idx])
+    assert len(learner.y_training) == 14
+    modal_like = LearnerLike(learner.estimator, learner.X_training, learner.y_training)
+    a = BadgeSelector(random_state=3).select(X, 6, classifier=modal_like)
+    b = BadgeSelector(random_state=3).select(X, 6, classifier=learner.estimator)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_softmax_of_head_matches_predict_proba_on_multinomial_logreg():
+    X_pool, clf, _, _ = fitted_logreg()
+    np.testing.assert_allclose(
+        softmax(X_pool @ clf.coef_.T + clf.intercept_, axis=1), clf.predict_proba(X_pool)
+    )

@@ -55,19 +55,35 @@ def badge_embedding_norms(proba, embeddings):
     return np.sqrt(_gradient_factors(proba, Z)[3])
 
 
+def _sq_dist_to(Z, A, g_sq, rows, c, eps):
+    """``|g_i - g_c|^2`` for the rows ``rows`` (a slice or an index array)."""
+    d2 = g_sq[rows] + g_sq[c] - 2.0 * (A[rows] @ A[c]) * (Z[rows] @ Z[c])
+    d2[d2 <= eps * (g_sq[rows] + g_sq[c])] = 0.0
+    return d2
+
+
 def _badge_seeding(Z, A, g_sq, n_instances, rng, first):
     """k-means++ seeding on ``g_i = a_i outer z_i`` without materialising ``g``.
 
     ``|g_i - g_c|^2 = |g_i|^2 + |g_c|^2 - 2 (a_i . a_c)(z_i . z_c)``, clipped at 0 and
     set to 0 when below the rounding noise of the expansion (duplicates of a centre).
     Returns the picks (in order) and the squared distance of each to the earlier picks.
+
+    Each new centre ``c`` can only lower ``D_i`` (the distance of sample ``i`` to its
+    nearest earlier pick ``m_i``) when ``|g_i - g_c| < D_i``. By the triangle inequality
+    that is impossible when ``| |g_i| - |g_c| | >= D_i`` or ``|g_c - g_{m_i}| >= 2 D_i``;
+    those samples are skipped (with a safety margin for rounding), so later picks only
+    read the embeddings of the samples near the new centre. The result is that of the
+    plain update.
     """
     n = Z.shape[0]
     eps = 64 * np.finfo(Z.dtype).eps
+    g = np.sqrt(g_sq)
     chosen = np.zeros(n, dtype=bool)
     picks = np.empty(n_instances, dtype=np.intp)
     d2_at_pick = np.zeros(n_instances)
     D2 = np.full(n, np.inf)
+    nearest = np.zeros(n, dtype=np.intp)  # position in `picks` of the nearest pick
     chunks = list(row_chunks(n, Z.shape[1], itemsize=Z.dtype.itemsize))
     c = int(np.argmax(g_sq)) if first == "largest" else int(rng.integers(n))
     d2_at_pick[0] = g_sq[c]
@@ -87,12 +103,22 @@ def _badge_seeding(Z, A, g_sq, n_instances, rng, first):
         chosen[c] = True
         if j == n_instances - 1:
             break
-        z_c, a_c, g_c = Z[c], A[c], g_sq[c]
-        for s in chunks:
-            dz = Z[s] @ z_c
-            d2 = g_sq[s] + g_c - 2.0 * (A[s] @ a_c) * dz
-            d2[d2 <= eps * (g_sq[s] + g_c)] = 0.0
-            np.minimum(D2[s], d2, out=D2[s])
+        if j == 0:
+            for s in chunks:
+                D2[s] = _sq_dist_to(Z, A, g_sq, s, c, eps)
+        else:
+            # distances from c to the earlier picks (exact, small)
+            prev = picks[:j]
+            cc = _sq_dist_to(Z, A, g_sq, prev, c, eps)
+            D = np.sqrt(D2) * (1 + 1e-6) + 1e-7 * (g + g[c])  # rounding margin
+            may = (np.abs(g - g[c]) < D) & (np.sqrt(cc)[nearest] < 2 * D) & (D2 > 0)
+            rows = np.flatnonzero(may)
+            for start in range(0, rows.size, chunks[0].stop):
+                r = rows[start : start + chunks[0].stop]
+                d2 = _sq_dist_to(Z, A, g_sq, r, c, eps)
+                closer = d2 < D2[r]
+                D2[r[closer]] = d2[closer]
+                nearest[r[closer]] = j
         D2[c] = 0.0
     return picks, d2_at_pick
 
@@ -116,8 +142,9 @@ class BadgeSelector(BaseSelector):
 
     ``g`` (``n_classes x n_features`` per sample) is never built: distances use
     ``|g_i - g_j|^2 = |a_i|^2 |z_i|^2 + |a_j|^2 |z_j|^2 - 2 (a_i . a_j)(z_i . z_j)``
-    with ``a = onehot(y_hat) - p``, one pass over the embeddings per pick, in row chunks;
-    memory is ``O(n_pool x (n_features + n_classes))``.
+    with ``a = onehot(y_hat) - p``, in row chunks; after the first pick only the samples
+    that the triangle inequality cannot rule out are updated (exact, see the module's
+    ``_badge_seeding``); memory is ``O(n_pool x (n_features + n_classes))``.
 
     ``p`` is the softmax of the final linear layer, ``z @ coef_.T + intercept_``, which is
     ``predict_proba`` for a multinomial ``LogisticRegression`` and for a binary one (its

@@ -1,9 +1,10 @@
 """Time and peak memory of one DropQuery / BADGE query (issue 12, item 3).
 
 Each (strategy, size) runs in a fresh process so that its peak RSS is its own. The model
-is a ``LogisticRegression`` fitted on ``--n-labeled`` samples; the pool's labels are the
-synthetic centres' (``_common.make_data``: float32, centres N(0, 2^2), points centre +
-N(0, 1)) or CIFAR-10 (``--cifar``: the cached Lite0 fp32 features, pool-standardised).
+is a ``LogisticRegression(C=--C)`` fitted on the first ``--n-labeled`` samples, labelled
+by the nearest of 10 random directions (synthetic pool: ``_common.make_data``, float32,
+centres N(0, 2^2), points centre + N(0, 1)) or by CIFAR-10 (``--cifar``: the cached Lite0
+fp32 features, pool-standardised).
 As a baseline in the same process, the time of one pass over the pool (``predict_proba``
 of the same model) is reported, so ratios survive the noise of a shared machine.
 
@@ -50,7 +51,7 @@ def one(args):
         y = np.argmax(F[: args.n_labeled] @ W.T, axis=1)
     F = np.ascontiguousarray(F, dtype=np.float32)
     lab = np.arange(args.n_labeled)
-    clf = LogisticRegression(max_iter=300).fit(F[lab], y[lab])
+    clf = LogisticRegression(C=args.C, max_iter=300).fit(F[lab], y[lab])
     rss_data = rss_mib()
     t0 = time.perf_counter()
     clf.predict_proba(F)
@@ -86,7 +87,10 @@ def main():
     p.add_argument("--d", type=int, default=1280)
     p.add_argument("--B", type=int, default=1000)
     p.add_argument("--n-classes", type=int, default=10)
-    p.add_argument("--n-labeled", type=int, default=1000)
+    p.add_argument("--n-labeled", type=int, default=200)
+    p.add_argument(
+        "--C", type=float, default=0.01, help="probe regularisation (small: a less sure model)"
+    )
     p.add_argument("--cifar", action="store_true")
     p.add_argument(
         "--labels", type=Path, default=HERE.parent.parent / "shared/data/cifar10-jpeg.npz"

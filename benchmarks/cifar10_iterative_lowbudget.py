@@ -43,12 +43,12 @@ FEATURES = "cifar10_{split}_efficientnet_lite0_128px_fp32.npy"
 
 STRATEGIES = [
     "random",
-    "entropy",
+    "dropquery",
+    "badge",
     "margin",
+    "entropy",
     "featdist",
     "hybrid",
-    "badge",
-    "dropquery",
     "typiclust",
     "probcover",
 ]
@@ -379,12 +379,14 @@ def main(argv=None):
     log(f"features: pool {Z.shape}, test {Z_test.shape}")
     run_dir = args.cache / "iterative_lowbudget"
     run_dir.mkdir(parents=True, exist_ok=True)
-    runs, labels = [], []
+    labels = {}
     for name in names:
         sp = params.get(name, {})
-        label = name + "".join(f" {k}={v}" for k, v in sorted(sp.items()))
-        labels.append(label)
-        for seed in args.seeds:
+        labels[name] = name + "".join(f" {k}={v}" for k, v in sorted(sp.items()))
+    runs = []
+    for seed in args.seeds:  # seeds outermost: a partial run has every strategy
+        for name in names:
+            sp, label = params.get(name, {}), labels[name]
             fname, spec = run_key(name, sp, seed, args)
             path = run_dir / fname
             if path.exists() and not args.no_cache:
@@ -404,6 +406,7 @@ def main(argv=None):
                 )
             rec["label"] = label
             runs.append(rec)
+    labels = list(labels.values())
     flips = [] if args.no_flip_probe else flip_probe(Z, y, args.seeds[0], args)
     summary = summarise(runs, labels)
     meta = run_metadata("cifar10_iterative_lowbudget.py")

@@ -113,9 +113,13 @@ def _badge_seeding(Z, A, g_sq, n_instances, rng, first):
             D = np.sqrt(D2) * (1 + 1e-6) + 1e-7 * (g + g[c])  # rounding margin
             may = (np.abs(g - g[c]) < D) & (np.sqrt(cc)[nearest] < 2 * D) & (D2 > 0)
             rows = np.flatnonzero(may)
-            for start in range(0, rows.size, chunks[0].stop):
-                r = rows[start : start + chunks[0].stop]
-                d2 = _sq_dist_to(Z, A, g_sq, r, c, eps)
+            if rows.size > n // 4:  # gathering rows would cost more than reading them all
+                blocks = [(s, np.arange(s.start, s.stop)) for s in chunks]
+            else:
+                step = chunks[0].stop
+                blocks = [(rows[k : k + step],) * 2 for k in range(0, rows.size, step)]
+            for sel, r in blocks:
+                d2 = _sq_dist_to(Z, A, g_sq, sel, c, eps)
                 closer = d2 < D2[r]
                 D2[r[closer]] = d2[closer]
                 nearest[r[closer]] = j

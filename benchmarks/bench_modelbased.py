@@ -50,7 +50,7 @@ def one(args):
         W = rng.normal(size=(args.n_classes, F.shape[1])).astype(np.float32)
         y = np.argmax(F[: args.n_labeled] @ W.T, axis=1)
     F = np.ascontiguousarray(F, dtype=np.float32)
-    lab = np.arange(args.n_labeled)
+    lab = np.random.default_rng(1).choice(len(F), args.n_labeled, replace=False)
     clf = LogisticRegression(C=args.C, max_iter=300).fit(F[lab], y[lab])
     rss_data = rss_mib()
     t0 = time.perf_counter()

@@ -157,6 +157,7 @@ def run_one(name, params, seed, Z, y, Z_test, y_test, args):
             clf.fit(Z[labelled], y[labelled])
         curve.append(float((clf.predict(Z_test) == y_test).mean()))
         n_labels.append(int(len(labelled)))
+        log(f"  {name} seed {seed}: {n_labels[-1]} labels, acc {100 * curve[-1]:.2f}")
         if len(labelled) >= args.final:
             break
         mask = np.ones(len(Z), dtype=bool)
@@ -177,7 +178,6 @@ def run_one(name, params, seed, Z, y, Z_test, y_test, args):
             extra["pool_fraction_majority_flip"] = float((m > selector.n_passes // 2).mean())
         extras.append(extra)
         labelled = np.concatenate([labelled, pool[idx]])
-        log(f"  {name} seed {seed}: {len(labelled)} labels, acc {100 * curve[-1]:.2f}")
     return {
         "strategy": name,
         "params": params,

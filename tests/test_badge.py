@@ -11,6 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from peal_sk import ActiveLearner
 from peal_sk.selection import BadgeSelector, badge_embedding_norms, badge_sampling
+from peal_sk.selection._badge import _MAX_REJECT, _REFRESH
 
 
 def gradient_factor(proba):
@@ -21,23 +22,44 @@ def gradient_factor(proba):
 
 
 def reference_badge(Z, proba, n_instances, rng, first="largest", a=None):
-    """BADGE as written in LOWBUDGET.md section 5, with g built explicitly."""
+    """BADGE as written in LOWBUDGET.md section 5, with g built explicitly.
+
+    The D^2 draws follow the implementation's lazy scheme (rejection from distances
+    refreshed every _REFRESH picks), which samples the same distribution as plain
+    k-means++ and consumes the random stream the same way.
+    """
     Z = np.asarray(Z, dtype=np.float64)
     n = len(Z)
     a = gradient_factor(proba) if a is None else a
     G = (a[:, :, None] * Z[:, None, :]).reshape(n, -1)  # g = a outer z
-    norms = np.linalg.norm(G, axis=1)
-    picks = [int(np.argmax(norms)) if first == "largest" else int(rng.integers(n))]
+    sq = (G**2).sum(axis=1)
+
+    def dist2(rows, centres):
+        d2 = ((G[rows][:, None, :] - G[centres][None, :, :]) ** 2).sum(axis=2)
+        d2[d2 <= 1e-12 * (sq[rows][:, None] + sq[centres][None, :])] = 0.0
+        return d2.min(axis=1)
+
+    c = int(np.argmax(sq)) if first == "largest" else int(rng.integers(n))
+    picks, recent, D2, cum, rejected = [c], [c], np.full(n, np.inf), None, 0
     while len(picks) < n_instances:
-        D2 = ((G[:, None, :] - G[picks][None, :, :]) ** 2).sum(axis=2).min(axis=1)
-        D2[D2 < 1e-12 * (norms**2 + norms[picks].max() ** 2)] = 0.0
-        D2[picks] = 0.0
-        if D2.sum() == 0:
-            rest = np.setdiff1d(np.arange(n), picks)
-            picks += rng.choice(rest, n_instances - len(picks), replace=False).tolist()
-            break
-        cum = np.cumsum(D2)
-        picks.append(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")))
+        if cum is None or len(recent) >= _REFRESH or rejected >= _MAX_REJECT:
+            if recent:
+                D2 = np.minimum(D2, dist2(np.arange(n), recent))
+                recent = []
+            D2[picks] = 0.0
+            cum, rejected = np.cumsum(D2), 0
+            if cum[-1] == 0:
+                rest = np.setdiff1d(np.arange(n), picks)
+                picks += rng.choice(rest, n_instances - len(picks), replace=False).tolist()
+                break
+        i = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
+        now = D2[i] if not recent else min(D2[i], dist2([i], recent)[0])
+        if i in picks or rng.random() * D2[i] >= now:
+            rejected += 1
+            continue
+        picks.append(i)
+        recent.append(i)
+        rejected = 0
     return np.array(picks)
 
 
@@ -154,8 +176,8 @@ def test_softmax_of_head_matches_predict_proba_on_multinomial_logreg():
     )
 
 
-def test_pruned_updates_equal_the_plain_seeding_on_many_picks():
-    """The triangle-inequality pruning is exact: 120 picks from 600 samples."""
+def test_lazy_updates_on_many_picks():
+    """Several refreshes (120 picks from 600 samples) against the reference."""
     X, y = blobs(n=640, n_classes=5, seed=9, std=4.0)
     clf = LogisticRegression(C=0.05).fit(X[:40], y[:40])
     X_pool = X[40:]
@@ -165,3 +187,17 @@ def test_pruned_updates_equal_the_plain_seeding_on_many_picks():
             X_pool, clf.predict_proba(X_pool), 120, np.random.default_rng(4), first
         )
         np.testing.assert_array_equal(idx, ref)
+
+
+def test_second_pick_follows_the_d2_distribution():
+    """Rejection sampling gives exact k-means++ draws: P(second = i) = D^2_i / sum D^2."""
+    X_pool, clf, _, _ = fitted_logreg(seed=3)
+    X_pool = X_pool[:6]
+    counts = np.zeros(6)
+    for seed in range(1500):
+        counts[BadgeSelector(random_state=seed).select(X_pool, 2, classifier=clf)[1]] += 1
+    G = gradient_factor(clf.predict_proba(X_pool))[:, :, None] * X_pool[:, None, :]
+    G = G.reshape(6, -1)
+    first = np.argmax((G**2).sum(axis=1))
+    d2 = ((G - G[first]) ** 2).sum(axis=1)
+    np.testing.assert_allclose(counts / counts.sum(), d2 / d2.sum(), atol=0.04)

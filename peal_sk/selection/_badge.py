@@ -8,6 +8,7 @@ from sklearn.utils._param_validation import StrOptions
 
 from ..base import BaseSelector
 from ..utils._linear_head import check_head_width, final_linear_layer, head_logits, row_chunks
+from ..utils._neighbors import BLOCK_BYTES
 from ..utils._validation import check_features, check_proba
 from ._registry import register_selector
 
@@ -55,10 +56,17 @@ def badge_embedding_norms(proba, embeddings):
     return np.sqrt(_gradient_factors(proba, Z)[3])
 
 
-def _sq_dist_to(Z, A, g_sq, rows, c, eps):
-    """``|g_i - g_c|^2`` for the rows ``rows`` (a slice or an index array)."""
-    d2 = g_sq[rows] + g_sq[c] - 2.0 * (A[rows] @ A[c]) * (Z[rows] @ Z[c])
-    d2[d2 <= eps * (g_sq[rows] + g_sq[c])] = 0.0
+#: picks between two exact refreshes of every sample's distance (one pass over the pool)
+_REFRESH = 64
+#: consecutive rejected draws that force an early refresh (e.g. only duplicates are left)
+_MAX_REJECT = 32
+
+
+def _sq_dists(Z, A, g_sq, rows, centres, eps):
+    """``|g_i - g_c|^2`` for ``rows`` (a slice or index array) x ``centres``, 2-D."""
+    d2 = g_sq[rows][:, None] + g_sq[centres][None, :]
+    d2 -= 2.0 * (A[rows] @ A[centres].T) * (Z[rows] @ Z[centres].T)
+    d2[d2 <= eps * (g_sq[rows][:, None] + g_sq[centres][None, :])] = 0.0
     return d2
 
 
@@ -66,64 +74,60 @@ def _badge_seeding(Z, A, g_sq, n_instances, rng, first):
     """k-means++ seeding on ``g_i = a_i outer z_i`` without materialising ``g``.
 
     ``|g_i - g_c|^2 = |g_i|^2 + |g_c|^2 - 2 (a_i . a_c)(z_i . z_c)``, clipped at 0 and
-    set to 0 when below the rounding noise of the expansion (duplicates of a centre).
-    Returns the picks (in order) and the squared distance of each to the earlier picks.
+    set to 0 when below the rounding noise of the expansion (duplicates of a pick).
 
-    Each new centre ``c`` can only lower ``D_i`` (the distance of sample ``i`` to its
-    nearest earlier pick ``m_i``) when ``|g_i - g_c| < D_i``. By the triangle inequality
-    that is impossible when ``| |g_i| - |g_c| | >= D_i`` or ``|g_c - g_{m_i}| >= 2 D_i``;
-    those samples are skipped (with a safety margin for rounding), so later picks only
-    read the embeddings of the samples near the new centre. The result is that of the
-    plain update.
+    Exact D^2 sampling with lazy updates: every sample's squared distance to the picks
+    is refreshed in one blocked pass over the pool every ``_REFRESH`` picks (a matrix
+    product, so the pool is read B / 64 times instead of B times). In between, a sample
+    is drawn proportionally to its stale ``D^2`` (an upper bound) and accepted with
+    probability ``D^2_now / D^2_stale``, where ``D^2_now`` also counts the picks made
+    since the refresh; accepted draws follow the current ``D^2`` distribution exactly
+    (rejection sampling). After ``_MAX_REJECT`` rejections in a row the refresh comes
+    early; when every distance is 0 the rest is drawn uniformly among the samples not
+    chosen. Returns the picks (in order) and the squared distance of each to the earlier
+    picks at the time it was picked.
     """
     n = Z.shape[0]
     eps = 64 * np.finfo(Z.dtype).eps
-    g = np.sqrt(g_sq)
     chosen = np.zeros(n, dtype=bool)
     picks = np.empty(n_instances, dtype=np.intp)
     d2_at_pick = np.zeros(n_instances)
     D2 = np.full(n, np.inf)
-    nearest = np.zeros(n, dtype=np.intp)  # position in `picks` of the nearest pick
-    chunks = list(row_chunks(n, Z.shape[1], itemsize=Z.dtype.itemsize))
+    block = max(1, BLOCK_BYTES // (4 * Z.dtype.itemsize * Z.shape[1]))
     c = int(np.argmax(g_sq)) if first == "largest" else int(rng.integers(n))
-    d2_at_pick[0] = g_sq[c]
-    for j in range(n_instances):
-        if j > 0:
-            total = D2.sum()
-            if not total > 0:  # every remaining distance is 0: uniform among the rest
+    picks[0], chosen[c], d2_at_pick[0] = c, True, g_sq[c]
+    recent = [c]  # picks not yet folded into D2
+    j, rejected, cum = 1, 0, None
+    while j < n_instances:
+        if cum is None or len(recent) >= _REFRESH or rejected >= _MAX_REJECT:
+            if recent:
+                R = np.asarray(recent)
+                for s in range(0, n, block):
+                    rows = slice(s, min(n, s + block))
+                    np.minimum(
+                        D2[rows], _sq_dists(Z, A, g_sq, rows, R, eps).min(axis=1), out=D2[rows]
+                    )
+                recent = []
+            D2[chosen] = 0.0
+            cum = np.cumsum(D2)
+            rejected = 0
+            if not cum[-1] > 0:  # every remaining distance is 0: uniform among the rest
                 rest = np.flatnonzero(~chosen)
                 picks[j:] = rng.choice(rest, n_instances - j, replace=False)
                 break
-            cum = np.cumsum(D2)
-            c = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
-            if c >= n or D2[c] <= 0:  # rounding at the very top: the last positive one
-                c = int(np.flatnonzero(D2 > 0)[-1])
-            d2_at_pick[j] = D2[c]
-        picks[j] = c
-        chosen[c] = True
-        if j == n_instances - 1:
-            break
-        if j == 0:
-            for s in chunks:
-                D2[s] = _sq_dist_to(Z, A, g_sq, s, c, eps)
-        else:
-            # distances from c to the earlier picks (exact, small)
-            prev = picks[:j]
-            cc = _sq_dist_to(Z, A, g_sq, prev, c, eps)
-            D = np.sqrt(D2) * (1 + 1e-6) + 1e-7 * (g + g[c])  # rounding margin
-            may = (np.abs(g - g[c]) < D) & (np.sqrt(cc)[nearest] < 2 * D) & (D2 > 0)
-            rows = np.flatnonzero(may)
-            if rows.size > n // 4:  # gathering rows would cost more than reading them all
-                blocks = [(s, np.arange(s.start, s.stop)) for s in chunks]
-            else:
-                step = chunks[0].stop
-                blocks = [(rows[k : k + step],) * 2 for k in range(0, rows.size, step)]
-            for sel, r in blocks:
-                d2 = _sq_dist_to(Z, A, g_sq, sel, c, eps)
-                closer = d2 < D2[r]
-                D2[r[closer]] = d2[closer]
-                nearest[r[closer]] = j
-        D2[c] = 0.0
+        i = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
+        i = min(i, n - 1)
+        while D2[i] <= 0:  # rounding at the very top: the last positive one below
+            i -= 1
+        now = D2[i]
+        if recent:
+            now = min(now, float(_sq_dists(Z, A, g_sq, [i], recent, eps).min()))
+        if chosen[i] or rng.random() * D2[i] >= now:
+            rejected += 1
+            continue
+        picks[j], chosen[i], d2_at_pick[j] = i, True, now
+        recent.append(i)
+        j, rejected = j + 1, 0
     return picks, d2_at_pick
 
 
@@ -146,9 +150,11 @@ class BadgeSelector(BaseSelector):
 
     ``g`` (``n_classes x n_features`` per sample) is never built: distances use
     ``|g_i - g_j|^2 = |a_i|^2 |z_i|^2 + |a_j|^2 |z_j|^2 - 2 (a_i . a_j)(z_i . z_j)``
-    with ``a = onehot(y_hat) - p``, in row chunks; after the first pick only the samples
-    that the triangle inequality cannot rule out are updated (exact, see the module's
-    ``_badge_seeding``); memory is ``O(n_pool x (n_features + n_classes))``.
+    with ``a = onehot(y_hat) - p``. The draws are exact D^2 sampling with lazy updates:
+    distances are refreshed for the whole pool in one blocked matrix product every 64
+    picks, and in between a draw from the stale distances is accepted with probability
+    ``D^2_now / D^2_stale`` (rejection sampling), so the pool is read ``B / 64`` times,
+    not ``B`` times; memory is ``O(n_pool x (n_features + n_classes))``.
 
     ``p`` is the softmax of the final linear layer, ``z @ coef_.T + intercept_``, which is
     ``predict_proba`` for a multinomial ``LogisticRegression`` and for a binary one (its

@@ -7,7 +7,8 @@ with the pool's mean and standard deviation. Each strategy starts from 10 labels
 its cold start (random for the strategies that need a model; TypiClust and ProbCover their
 own selection), then 10 labels per cycle up to 200, a ``LogisticRegression`` probe
 refitted every cycle and scored on the test set; 5 seeds. Strategies come from the
-registry (``peal_sk.selection.get_selector(name, random_state=seed)``); names that are not
+registry (``get_selector(name, random_state=np.random.default_rng(seed))``, one generator
+per run so that successive queries draw differently); names that are not
 registered (yet) are skipped with a message.
 
 Every (strategy, seed) run is cached as JSON under ``benchmarks/.cache/iterative_lowbudget``
@@ -118,6 +119,7 @@ def run_key(name, params, seed, args):
             "step": args.step,
             "final": args.final,
             "C": args.C,
+            "rng": "generator per run",
         },
         sort_keys=True,
     )
@@ -145,7 +147,9 @@ def run_one(name, params, seed, Z, y, Z_test, y_test, args):
 
     from peal_sk.selection import get_selector
 
-    selector = get_selector(name, **params, random_state=seed)
+    # a Generator, not the int: an int seeds every query alike, so random sampling would
+    # draw the same pool positions each cycle (and the pool is sorted by class)
+    selector = get_selector(name, **params, random_state=np.random.default_rng(seed))
     t0 = time.perf_counter()
     labelled, how = cold_start(name, selector, Z, seed, args.initial)
     times = [time.perf_counter() - t0]

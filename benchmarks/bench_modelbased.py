@@ -48,7 +48,7 @@ def one(args):
         F = make_data(args.n, args.d, n_centres=args.n_classes)
         # labels: the nearest of n_classes random directions (a learnable linear problem)
         W = rng.normal(size=(args.n_classes, F.shape[1])).astype(np.float32)
-        y = np.argmax(F[: args.n_labeled] @ W.T, axis=1)
+        y = np.argmax(F @ W.T, axis=1)
     F = np.ascontiguousarray(F, dtype=np.float32)
     lab = np.random.default_rng(1).choice(len(F), args.n_labeled, replace=False)
     clf = LogisticRegression(C=args.C, max_iter=300).fit(F[lab], y[lab])

@@ -9,8 +9,10 @@ from .base import BaseSelector
 from .learner import ActiveLearner
 from .selection import (
     ActiveFTSelector,
+    BadgeSelector,
     BiLAFSelector,
     ClassBalancedSelector,
+    DropQuerySelector,
     EntropySelector,
     FeatureDistanceSelector,
     HybridSelector,
@@ -21,8 +23,10 @@ from .selection import (
     RandomSelector,
     TypiClustSelector,
     activeft_sampling,
+    badge_sampling,
     bilaf,
     bilaf_sampling,
+    dropquery_sampling,
     entropy_sampling,
     featdist_sampling,
     hybrid_sampling,
@@ -75,4 +79,9 @@ __all__ = [
     "TypiClustSelector",
     "probcover_sampling",
     "typiclust_sampling",
+    # model-based diversity
+    "BadgeSelector",
+    "DropQuerySelector",
+    "badge_sampling",
+    "dropquery_sampling",
 ]

@@ -33,6 +33,36 @@ class FixedProba:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
+class LinearProba(FixedProba):
+    """A fitted linear model (``coef_``, ``intercept_``, softmax) for the strategies that
+    use the final linear layer (DropQuery, BADGE); its weights are drawn by hypothesis."""
+
+    def __init__(self, coef, intercept):
+        self.coef_, self.intercept_ = coef, intercept
+        self.classes_ = np.arange(coef.shape[0])
+
+    def predict_proba(self, X):
+        logits = np.asarray(X) @ self.coef_.T + self.intercept_
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+#: registry names of strategies that need the final linear layer of the model
+LINEAR_HEAD = {"dropquery", "badge"}
+
+
+def _classifier(case, problem):
+    if not case.needs_proba:
+        return None
+    if case.name not in LINEAR_HEAD:
+        return FixedProba(problem["proba"])
+    rng = np.random.default_rng(problem["random_state"])
+    n_classes, d = problem["proba"].shape[1], problem["X_pool"].shape[1]
+    scale = rng.choice([0.0, 1.0, 30.0])  # 0: every gradient is 0; 30: saturated softmax
+    return LinearProba(scale * rng.normal(size=(n_classes, d)), rng.normal(size=n_classes))
+
+
 def _features(rng, n, d, tied):
     if tied:  # a few distinct values: many exact ties in scores and distances
         return rng.integers(-2, 3, size=(n, d)).astype(np.float64)
@@ -86,7 +116,7 @@ def test_contract(case, problem):
     n_pool = len(X_pool)
     X_before = X_pool.copy()
     kw = {
-        "classifier": FixedProba(problem["proba"]) if case.needs_proba else None,
+        "classifier": _classifier(case, problem),
         "X_labeled": problem["X_labeled"] if case.needs_labels else None,
         "y_labeled": problem["y_labeled"] if case.needs_labels else None,
     }

@@ -9,8 +9,10 @@ their capability tags, :func:`get_selector` builds one by name.
 """
 
 from ._activeft import ActiveFTSelector, activeft_loss, activeft_sampling, activeft_select
+from ._badge import BadgeSelector, badge_embedding_norms, badge_sampling
 from ._bilaf import BiLAFSelector, bilaf, bilaf_sampling
 from ._class_balanced import ClassBalancedSelector, class_balanced_picks, class_balanced_sampling
+from ._dropquery import DropQuerySelector, dropquery_sampling, dropquery_scores
 from ._feature_distance import (
     FeatureDistanceSelector,
     KCenterSelector,
@@ -85,4 +87,11 @@ __all__ = [
     "probcover_sampling",
     "typicality_scores",
     "typiclust_sampling",
+    # model-based diversity (LOWBUDGET.md 4-5)
+    "BadgeSelector",
+    "DropQuerySelector",
+    "badge_embedding_norms",
+    "badge_sampling",
+    "dropquery_sampling",
+    "dropquery_scores",
 ]

@@ -1,4 +1,6 @@
-"""Slow, loop-by-loop transcriptions of LOWBUDGET.md sections 1 and 2 (numpy only).
+"""Slow, loop-by-loop transcriptions of TypiClust and ProbCover (numpy only).
+
+The definitions are on the algorithm page, docs/user_guide/algorithms.rst.
 
 Written from the specification (and the decisions documented on the selectors), not
 from the implementation; the tests require both to pick the same samples in the same

@@ -22,7 +22,7 @@ def gradient_factor(proba):
 
 
 def reference_badge(Z, proba, n_instances, rng, first="largest", a=None):
-    """BADGE as written in LOWBUDGET.md section 5, with g built explicitly.
+    """BADGE as written in docs/user_guide/algorithms.rst, "BADGE", with g built explicitly.
 
     The D^2 draws follow the implementation's lazy scheme (rejection from distances
     refreshed every _REFRESH picks), which samples the same distribution as plain

@@ -23,7 +23,7 @@ from peal_sk.selection._dropquery import _keep_mask, _kmeans_centres
 
 
 def reference_mismatch(Z, W, b, rng, n_passes=3, p=0.75, rescale=True):
-    """Steps 1-3 of LOWBUDGET.md section 4 (the masks drawn as the implementation does)."""
+    """Steps 1-3 of DropQuery (docs/user_guide/algorithms.rst; masks drawn as the code does)."""
     Z = np.asarray(Z, dtype=np.float64)
     clean = np.argmax(Z @ W.T + b, axis=1)
     mismatch = np.zeros(len(Z), dtype=int)

@@ -1,4 +1,4 @@
-"""ProbCover: the specification's tests (LOWBUDGET.md sections 2 and 7)."""
+"""ProbCover: the specification's tests (docs/user_guide/algorithms.rst, "ProbCover")."""
 
 import numpy as np
 import pytest

@@ -27,6 +27,10 @@ from peal_sk.selection._registry import _REGISTRY
 #: what each built-in strategy needs, written out once more by hand to check the tags
 EXPECTED = {
     "activeft": (True, False, False, True),
+    "badge": (False, True, False, True),
+    "dropquery": (False, True, False, True),
+    "probcover": (True, False, False, True),
+    "typiclust": (True, False, False, True),
     "bilaf": (True, False, False, True),
     "centroid": (True, False, False, True),
     "class_balanced": (False, True, True, False),

@@ -1,4 +1,4 @@
-"""TypiClust: the specification's tests (LOWBUDGET.md sections 1 and 7)."""
+"""TypiClust: the specification's tests (docs/user_guide/algorithms.rst, "TypiClust")."""
 
 import numpy as np
 import pytest

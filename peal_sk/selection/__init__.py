@@ -87,7 +87,7 @@ __all__ = [
     "probcover_sampling",
     "typicality_scores",
     "typiclust_sampling",
-    # model-based diversity (LOWBUDGET.md 4-5)
+    # model-based diversity (docs/user_guide/algorithms.rst)
     "BadgeSelector",
     "DropQuerySelector",
     "badge_embedding_norms",

@@ -1,10 +1,11 @@
 """ProbCover (Yehuda, Dekel, Hacohen and Weinshall, NeurIPS 2022): greedy maximum
 coverage of delta-balls.
 
-Specified in LOWBUDGET.md section 2; ``tests/_lowbudget_reference.py`` transcribes the
-specification loop by loop and the tests require this implementation to return the
-same samples in the same order (exact search). Decisions the specification leaves open
-are documented on :class:`ProbCoverSelector`.
+Specified on the algorithm page (docs/user_guide/algorithms.rst, "ProbCover");
+``tests/_lowbudget_reference.py`` transcribes the specification loop by loop and the
+tests require this implementation to return the same samples in the same order (exact
+search). Decisions the specification leaves open are documented on
+:class:`ProbCoverSelector`.
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
@@ -205,8 +206,7 @@ class ProbCoverSelector(BaseSelector):
     ``ceil(alpha m)``-th largest distance from a sampled point to its nearest point of
     another pseudo-label; no bisection is needed.
 
-    Decisions (LOWBUDGET.md section 2 leaves them open or the official code gets them
-    wrong):
+    Decisions (the definition leaves them open or the official code gets them wrong):
 
     * Ties between equally covering samples go to the lowest pool index. The counts are
       updated lazily (a max-heap of stale counts, re-counted when they reach the top);

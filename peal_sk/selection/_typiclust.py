@@ -1,10 +1,10 @@
 """TypiClust (Hacohen, Dekel and Weinshall, ICML 2022): the most typical sample of each
 of the largest uncovered clusters.
 
-Specified in LOWBUDGET.md section 1; ``tests/_lowbudget_reference.py`` transcribes the
-specification loop by loop and the tests require this implementation to return the
-same samples in the same order. Decisions the specification leaves open are documented
-on :class:`TypiClustSelector`.
+Specified on the algorithm page (docs/user_guide/algorithms.rst, "TypiClust");
+``tests/_lowbudget_reference.py`` transcribes the specification loop by loop and the
+tests require this implementation to return the same samples in the same order.
+Decisions the specification leaves open are documented on :class:`TypiClustSelector`.
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
@@ -192,8 +192,7 @@ class TypiClustSelector(BaseSelector):
     mean distance to its ``k = min(n_neighbors, |P| // 2)`` nearest neighbours among
     the cluster's available samples ``P``.
 
-    Decisions (LOWBUDGET.md section 1 leaves them open or the official code gets them
-    wrong):
+    Decisions (the definition leaves them open or the official code gets them wrong):
 
     * Clusters with at most ``min_cluster_size`` members (labelled included) are
       visited only once every larger cluster is exhausted; when ``n_instances``

@@ -7,8 +7,8 @@ from scipy.special import softmax
 from sklearn.utils._param_validation import StrOptions
 
 from ..base import BaseSelector
+from ..utils._blocks import block_rows
 from ..utils._linear_head import check_head_width, final_linear_layer, head_logits, row_chunks
-from ..utils._neighbors import BLOCK_BYTES
 from ..utils._validation import check_features, check_proba
 from ._registry import register_selector
 
@@ -93,7 +93,7 @@ def _badge_seeding(Z, A, g_sq, n_instances, rng, first):
     picks = np.empty(n_instances, dtype=np.intp)
     d2_at_pick = np.zeros(n_instances)
     D2 = np.full(n, np.inf)
-    block = max(1, BLOCK_BYTES // (4 * Z.dtype.itemsize * Z.shape[1]))
+    block = block_rows(4 * Z.dtype.itemsize * Z.shape[1])
     c = int(np.argmax(g_sq)) if first == "largest" else int(rng.integers(n))
     picks[0], chosen[c], d2_at_pick[0] = c, True, g_sq[c]
     recent = [c]  # picks not yet folded into D2

@@ -8,8 +8,8 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 
 from ..base import BaseSelector
+from ..utils._blocks import block_rows
 from ..utils._linear_head import check_head_width, final_linear_layer, head_logits, row_chunks
-from ..utils._neighbors import BLOCK_BYTES
 from ..utils._validation import check_features, check_rng
 from ._registry import register_selector
 
@@ -136,7 +136,7 @@ def _nearest_untaken(X, centres):
     Distances within ``1e-5 x (max |x|^2 + |c|^2)`` of the smallest count as ties (a
     two-member cluster's centre is equidistant from both; float32 rounding must not
     decide) and go to the lowest index. Blocked over centres (no block above
-    ``BLOCK_BYTES``).
+    the block budget (``peal_sk.utils._blocks``)).
     """
     X = np.asarray(X)
     centres = np.asarray(centres, dtype=X.dtype)
@@ -145,7 +145,7 @@ def _nearest_untaken(X, centres):
     x_max = float(x_sq.max())
     taken = np.zeros(len(X), dtype=bool)
     picks = np.empty(len(centres), dtype=np.intp)
-    step = max(1, BLOCK_BYTES // (X.dtype.itemsize * len(X)))
+    step = block_rows(X.dtype.itemsize * len(X))
     for s in range(0, len(centres), step):
         D = centres[s : s + step] @ X.T
         D *= -2

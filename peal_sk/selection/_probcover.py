@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import BaseSelector
-from ..utils._neighbors import BLOCK_BYTES
+from ..utils._blocks import block_rows
 from ._lowbudget_common import (
     _few_threads_when_small,
     faiss_kmeans,
@@ -48,7 +48,7 @@ def _nearest_other_label(F, labels, queries):
     f_sq = _sq_norms(F).astype(F.dtype)
     q_lab = labels[queries]
     best = np.full(len(queries), np.inf)
-    step = max(1, BLOCK_BYTES // (4 * F.itemsize * len(queries)))
+    step = block_rows(4 * F.itemsize * len(queries))
     for s in range(0, len(F), step):
         D = Q @ F[s : s + step].T
         D *= -2
@@ -164,7 +164,7 @@ def _cell_graph(F32, delta2, nprobe, rng, max_edges, too_many):
         probes = probes[cc[c, probes] < (radius[c] + radius[probes] + delta) * 1.001]
         cand = np.concatenate([order[starts[j] : starts[j + 1]] for j in probes])
         Cand = F32[cand]
-        step = max(1, BLOCK_BYTES // (4 * 4 * len(cand)))
+        step = block_rows(4 * 4 * len(cand))
         for s in range(0, len(members), step):
             m = members[s : s + step]
             D = F32[m] @ Cand.T

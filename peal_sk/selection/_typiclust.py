@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import BaseSelector
-from ..utils._neighbors import BLOCK_BYTES
+from ..utils._blocks import block_rows
 from ..utils._validation import check_features
 from ._lowbudget_common import (
     duplicate_groups,
@@ -48,7 +48,7 @@ def _knn_mean_exact(X, k, groups, squared, rows=None):
     out = np.empty(len(rows))
     dup = np.bincount(groups, minlength=n)[groups] > 1  # rows with an exact copy
     has_dup = bool(dup.any())
-    step = max(1, BLOCK_BYTES // (X.itemsize * 4 * n))
+    step = block_rows(X.itemsize * 4 * n)
     for s in range(0, len(rows), step):
         r = rows[s : s + step]
         D = X[r] @ X.T

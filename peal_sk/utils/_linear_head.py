@@ -13,7 +13,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from ._neighbors import BLOCK_BYTES
+from ._blocks import block_rows
 
 __all__ = ["check_head_width", "final_linear_layer", "head_logits", "row_chunks"]
 
@@ -129,8 +129,8 @@ def check_head_width(coef, embeddings, *, strategy="This strategy"):
 
 
 def row_chunks(n_rows, n_cols, *, itemsize=8):
-    """Row slices whose ``(rows, n_cols)`` temporaries stay under ``BLOCK_BYTES``."""
-    step = max(1, BLOCK_BYTES // (itemsize * max(1, n_cols)))
+    """Row slices whose ``(rows, n_cols)`` temporaries fit the block budget (_blocks)."""
+    step = block_rows(itemsize * max(1, n_cols))
     for start in range(0, n_rows, step):
         yield slice(start, min(n_rows, start + step))
 

@@ -249,3 +249,30 @@ def test_failed_validation_writes_nothing_and_rerun_works(tmp_path, capsys):
     assert "exceed the 90 training" in capsys.readouterr().err
     assert not out.exists()
     assert main([*base, "--step", "6", "--cycles", "1", "--strategies", "random", *FAST]) == 0
+
+
+def test_iterative_queries_draw_afresh_every_cycle(tmp_path, monkeypatch):
+    """Regression: the strategy of an iterative run was seeded with the run's int seed, so
+    every cycle drew the same positions of the shrinking pool (a class-sorted pool then
+    labelled a few classes only). The learner now seeds each query from its own stream."""
+    from peal_sk.learner import ActiveLearner
+
+    positions = []
+    original = ActiveLearner.query
+
+    def spy(self, X_pool, *args, **kwargs):
+        idx, X_query = original(self, X_pool, *args, **kwargs)
+        positions.append(np.sort(idx).tolist())
+        return idx, X_query
+
+    monkeypatch.setattr(ActiveLearner, "query", spy)
+    config = SimulationConfig(strategies=["random"], seeds=[0], initial=10, step=5, cycles=3)
+    first = simulate(config, tmp_path / "a", progress=False)
+    assert len(positions) == 3
+    # with the bug, each cycle's positions were the previous ones shifted by the few rows
+    # removed from the pool (e.g. [360, 411, ...] then [359, 410, ...])
+    pairs = zip(positions[:-1], positions[1:], strict=True)
+    shifts = [np.abs(np.subtract(a, b)).max() for a, b in pairs]
+    assert max(shifts) > 3 * config.step, positions
+    again = simulate(config, tmp_path / "b", progress=False)  # still reproducible
+    assert [c["accuracy"] for c in first["cells"]] == [c["accuracy"] for c in again["cells"]]

@@ -252,7 +252,9 @@ def _run_iterative(data, F_train, F_test, model_name, strategy, seed, config):
     pool = np.setdiff1d(np.arange(n), initial)
     learner = ActiveLearner(
         _model(model_name, config, seed, data.classes),
-        _strategy(strategy, n_instances=config.step, config=config, seed=seed),
+        # unseeded: the learner (random_state=seed) seeds each query afresh; a selector
+        # seeded with the int would draw the same positions in every cycle
+        _strategy(strategy, n_instances=config.step, config=config, seed=None),
         _take(X_train, initial),
         y[initial],
         random_state=seed,

@@ -633,10 +633,12 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
 
     @property
     def coef_(self):
+        """The linear head's weights, shape (n_classes, n_features_out) (a copy)."""
         return self._head().weight.detach().float().cpu().numpy().copy()
 
     @property
     def intercept_(self):
+        """The linear head's bias, shape (n_classes,) (a copy)."""
         return self._head().bias.detach().float().cpu().numpy().copy()
 
     # -- persistence ---------------------------------------------------------------------

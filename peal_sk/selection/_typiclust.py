@@ -237,7 +237,7 @@ class TypiClustSelector(BaseSelector):
         Cluster of every pool sample.
     labeled_labels_ : ndarray of shape (n_labeled,)
         Cluster of every labelled sample.
-    cluster_centers_ : ndarray of shape (n_clusters_, n_features)
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
         The k-means centres (in the normalised space when ``normalize``).
 
     See Also

@@ -91,7 +91,7 @@ class _FakeAccelerator:
 )
 def test_single_process_accelerator_matches_plain_fit(accelerator, params):
     # one process: the same batches, the same Adam steps, hence the same model
-    X, y = images()
+    X, y = images(16)
     kw = dict(TINY_VIT, max_epochs=2, random_state=0, **params)
     plain = PEALClassifier(**kw, device="cpu").fit(X, y)
     acc = PEALClassifier(**kw, accelerator=accelerator).fit(X, y)

@@ -11,14 +11,24 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
+from skorch import NeuralNetClassifier
+from skorch.hf import AccelerateMixin
 from torch import nn
 
 from ._images import ImageDataset, check_images, make_transform
 from ._lora import inject_lora
-from ._torch_utils import autocast, pristine_backbone, resolve_device, resolve_precision
+from ._torch_utils import (
+    autocast,
+    check_accelerator,
+    make_accelerator,
+    pristine_backbone,
+    resolve_device,
+    resolve_precision,
+    shard_loader,
+)
 
 __all__ = ["PEALClassifier"]
 
@@ -75,6 +85,51 @@ def _vit_cut(backbone, last_blocks):
         return None
     n_blocks = len(backbone.blocks)
     return n_blocks - last_blocks if 0 < last_blocks < n_blocks else None
+
+
+class _AcceleratedNeuralNetClassifier(AccelerateMixin, NeuralNetClassifier):
+    """skorch's classifier net with :class:`skorch.hf.AccelerateMixin` (``accelerator``).
+
+    accelerate keeps a reference to every data loader it prepares (for its
+    ``save_state``); this net prepares one per ``fit`` / ``predict_proba`` call, so it
+    drops its own from that list: an active-learning loop does not keep every pool alive.
+    """
+
+    def _initialize_accelerator(self):
+        # accelerate (1.15) wraps every module it prepares for CPU processes in
+        # DistributedDataParallel, which refuses one without trainable parameters such as
+        # the loss (for GPU processes accelerate leaves those unwrapped): the criteria
+        # without trainable parameters are not prepared
+        criteria = self._criteria
+
+        def trainable(name):
+            criterion = getattr(self, name + "_", None)
+            return isinstance(criterion, nn.Module) and any(
+                p.requires_grad for p in criterion.parameters()
+            )
+
+        self._criteria = [name for name in criteria if trainable(name)]
+        try:
+            return super()._initialize_accelerator()
+        finally:
+            self._criteria = criteria
+
+    def get_iterator(self, *args, **kwargs):
+        iterator = super().get_iterator(*args, **kwargs)
+        loaders = getattr(self.accelerator, "_dataloaders", None)
+        if isinstance(loaders, list) and loaders and loaders[-1] is iterator:
+            loaders.pop()
+        return iterator
+
+    def __setstate__(self, state):
+        # skorch maps device=None (accelerate places the tensors) to the CPU, with a
+        # warning; a copy of this net belongs on the accelerator's device instead
+        placed = state.get("device") is None and state.get("accelerator") is not None
+        if placed:
+            state["device"] = str(state["accelerator"].device)
+        super().__setstate__(state)
+        if placed:
+            self.device = None
 
 
 def _seed_everything(random_state):
@@ -141,24 +196,49 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         Sample training batches with probability inversely proportional to class
         frequency.
     device : {"auto", "cpu", "cuda"} or str, default="auto"
+        With an ``accelerator``, leave "auto": accelerate places each process on its
+        device (any other value must name that device, or ``fit`` raises).
     precision : {"auto", "fp32", "bf16"}, default="auto"
         "bf16": bfloat16 autocast, fast where the hardware computes bfloat16 natively (a
         CPU with AVX512-BF16 or AMX, a CUDA GPU of compute capability 8.0 or newer) and
         emulated, several times slower, elsewhere (an explicit "bf16" there warns).
         "auto" chooses bf16 where it is native and fp32 elsewhere; ``precision_`` records
-        the choice.
+        the choice. With an ``accelerator`` whose ``mixed_precision`` is "bf16" or "fp16",
+        "auto" follows the accelerator, and "fp32" (or the other reduced precision)
+        contradicts it: ``fit`` raises a ``ValueError``. With ``mixed_precision="no"``,
+        ``precision`` applies as without accelerate.
     random_state : int or None, default=None
         Seeds torch (weights of the head and adapters, batch sampling).
     verbose : int, default=0
         skorch's epoch log when > 0.
     callbacks : list or None, default=None
         skorch callbacks.
+    accelerator : None, "auto" or accelerate.Accelerator, default=None
+        Train data-parallel with Hugging Face accelerate, through skorch's
+        :class:`~skorch.hf.AccelerateMixin` (needs the ``[accelerate]`` extra). ``None``:
+        one process, on ``device``. ``"auto"``: an ``Accelerator()`` built at ``fit``
+        time and configured by the launcher (``accelerate launch --multi_gpu
+        --num_processes N script.py``: processes, ``--mixed_precision``,
+        ``--gradient_accumulation_steps``), with ``cpu=True`` when ``device="cpu"``.
+        An ``Accelerator`` instance: yours, with any settings (e.g.
+        ``DistributedDataParallelKwargs(find_unused_parameters=True)``); it is shared,
+        not copied, by :func:`~sklearn.base.clone`. Every process runs the same script
+        with the same ``X, y``: each trains on its share of every epoch's batches
+        (``batch_size`` is per process, so one optimiser step sees ``batch_size x
+        processes x gradient_accumulation_steps`` images), gradients are averaged across
+        processes, and ``predict_proba`` / ``transform`` return the full result on every
+        process (call them on all processes). :meth:`save_adapters` writes from the
+        main process only. A pickled fitted estimator holds a plain single-process model
+        (an accelerator belongs to the process that made it): an instance comes back
+        as "auto". See :ref:`scaling`.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
     net_ : skorch.NeuralNetClassifier
-        The trained network (for "linear": the head alone, on cached features).
+        The trained network (for "linear": the head alone, on cached features); with an
+        ``accelerator``, a subclass with :class:`~skorch.hf.AccelerateMixin` whose
+        module is unwrapped after training.
     targets_ : list of str
         Adapted layers ("lora" mode).
     n_features_out_ : int
@@ -168,8 +248,12 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         final linear layer that DropQuery and BADGE use, as for a LogisticRegression.
     intercept_ : ndarray of shape (n_classes,)
         The linear head's bias (a copy).
-    precision_ : {"fp32", "bf16"}
-        The precision training and inference ran in (``precision`` resolved).
+    precision_ : {"fp32", "bf16", "fp16"}
+        The precision training and inference ran in (``precision`` resolved; "fp16" only
+        under an accelerator with ``mixed_precision="fp16"``, which scales the loss).
+    accelerator_ : accelerate.Accelerator
+        The accelerator ``fit`` trained with (``accelerator``, or the one built for
+        "auto"); only when ``accelerator`` is set.
     prefix_cached_ : bool
         Whether the frozen blocks' output was computed once and reused (``cache_prefix``).
 
@@ -220,6 +304,11 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [list, None],
+        "accelerator": [
+            None,
+            StrOptions({"auto"}),
+            HasMethods(["prepare", "unwrap_model", "gather_for_metrics"]),
+        ],
     }
 
     def __init__(
@@ -247,6 +336,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         random_state=None,
         verbose=0,
         callbacks=None,
+        accelerator=None,
     ):
         self.backbone = backbone
         self.pretrained = pretrained
@@ -270,10 +360,24 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.accelerator = accelerator
 
     # -- helpers ------------------------------------------------------------------------
+    def _accelerator(self):
+        """The accelerator in use: the fitted one once fitted, else from the parameter."""
+        if hasattr(self, "net_"):
+            return getattr(self, "accelerator_", None)
+        if self.accelerator is None:
+            return None
+        if isinstance(self.accelerator, str):  # "auto"
+            return make_accelerator(self.device)
+        return self.accelerator
+
     def _device(self):
-        return resolve_device(self.device)
+        accelerator = self._accelerator()
+        if accelerator is None:
+            return resolve_device(self.device)
+        return str(accelerator.device)
 
     def _backbone_and_config(self):
         """A fresh copy of the pretrained backbone (sklearn semantics: refit from scratch)."""
@@ -320,11 +424,26 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
 
     @torch.no_grad()
     def _embed(self, module_embed, source, data_config):
+        """``module_embed`` over ``source`` in batches; split across processes, gathered."""
         device = self._device()
+        accelerator = self._accelerator()
+        loader = self._loader(self._dataset(source, None, data_config))
+        sharded = shard_loader(loader, accelerator)
         out = []
-        for xb, _ in self._loader(self._dataset(source, None, data_config)):
-            out.append(module_embed(xb.to(device)).float().cpu())
+        for xb, _ in sharded:
+            z = module_embed(xb.to(device)).float()
+            if sharded is not loader:
+                z = accelerator.gather_for_metrics(z)
+            out.append(z.cpu())
         return torch.cat(out).numpy()
+
+    def _trained_module(self):
+        """``net_``'s module, unwrapped from accelerate's (DDP, autocast) wrappers."""
+        module = self.net_.module_
+        accelerator = getattr(self, "accelerator_", None)
+        if accelerator is not None:
+            module = accelerator.unwrap_model(module, keep_fp32_wrapper=False)
+        return module
 
     def _check_y(self, y, n):
         if y is None:
@@ -363,10 +482,14 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         -------
         backbone : torch.nn.Module
         """
+        accelerator = self._accelerator()
+        if accelerator is None:
+            self.precision_ = resolve_precision(self.precision, self._device(), allow_fp16=False)
+        else:
+            _, self.precision_ = check_accelerator(accelerator, self.device, self.precision)
         backbone, data_config = self._backbone_and_config()
         self.data_config_ = data_config
         self.n_features_out_ = int(backbone.num_features)
-        self.precision_ = resolve_precision(self.precision, self._device(), allow_fp16=False)
         return backbone
 
     def initialize_adapters(self, backbone):
@@ -431,6 +554,10 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
 
         Adam, cross-entropy, no validation split; with ``class_balanced`` a seeded
         :class:`~torch.utils.data.WeightedRandomSampler` draws the training batches.
+        With an accelerator, the net has skorch's :class:`~skorch.hf.AccelerateMixin`
+        (``device=None``: accelerate places module and batches; accelerate keeps the
+        sampler's generator in step across processes, which then take turns on its
+        batches) and unwraps the module after training.
 
         Parameters
         ----------
@@ -443,8 +570,6 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         -------
         net : skorch.NeuralNetClassifier
         """
-        from skorch import NeuralNetClassifier
-
         kwargs = {}
         if self.class_balanced:
             counts = np.bincount(y_enc, minlength=len(self.classes_)).astype(np.float64)
@@ -458,20 +583,72 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
             kwargs["iterator_train__shuffle"] = False
         else:
             kwargs["iterator_train__shuffle"] = True
-        return NeuralNetClassifier(
+        kwargs.update(self._net_params(), callbacks=self.callbacks)
+        accelerator = self._accelerator()
+        if accelerator is None:
+            return NeuralNetClassifier(module, device=self._device(), **kwargs)
+        # AccelerateMixin: device=None when accelerate places the tensors; the module is
+        # unwrapped after training (pickling, transform, save_adapters need the plain one).
+        # Its "auto" log sink (accelerator.print: the main process only) prints whatever
+        # the verbosity, so it is asked for only when verbose.
+        return _AcceleratedNeuralNetClassifier(
             module,
+            accelerator=accelerator,
+            device=None if accelerator.device_placement else self._device(),
+            unwrap_after_train=True,
+            callbacks__print_log__sink="auto" if self.verbose else print,
+            **kwargs,
+        )
+
+    def _net_params(self):
+        return dict(
             criterion=nn.CrossEntropyLoss,
             optimizer=torch.optim.Adam,
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             train_split=None,
-            device=self._device(),
-            callbacks=self.callbacks,
             verbose=self.verbose,
             classes=list(range(len(self.classes_))),
-            **kwargs,
         )
+
+    def _single_process_net(self):
+        """``net_`` without accelerate: the pickled form of an accelerate-trained net.
+
+        The same trained module (unwrapped) and history in a plain skorch net (default
+        callbacks, a fresh optimiser: ``fit`` starts over anyway), on ``device``.
+        """
+        plain = NeuralNetClassifier(self._trained_module(), device=None, **self._net_params())
+        plain.initialize()  # device=None: the module is not moved
+        plain.history_ = self.net_.history_
+        plain.device = resolve_device(self.device)  # where unpickling puts the module
+        return plain
+
+    # -- pickling ------------------------------------------------------------------------
+    def __getstate__(self):
+        # An Accelerator stands for the distributed setup of the process that made it:
+        # unpickled elsewhere it would be a stale copy. The pickle holds a plain
+        # single-process model (loading it needs no accelerate) and accelerator="auto"
+        # in place of an instance (a refit builds the new process's own).
+        state = super().__getstate__()
+        fitted = state.get("accelerator_") is not None
+        if not fitted and (self.accelerator is None or isinstance(self.accelerator, str)):
+            return state
+        state = dict(state)
+        if not isinstance(self.accelerator, str | None):
+            state["accelerator"] = "auto"
+        if fitted:
+            del state["accelerator_"]
+            state["net_"] = self._single_process_net()
+        return state
+
+    def __deepcopy__(self, memo):
+        # a deep copy stays in this process: it keeps the accelerator (which
+        # Accelerator.__deepcopy__ shares, as sklearn's clone does) and the accelerated net
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     # -- scikit-learn API ----------------------------------------------------------------
     def fit(self, X, y):
@@ -491,6 +668,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         source = check_images(X, name="X")
         self.classes_, y_enc = self._check_y(y, len(source))
+        self._fit_accelerator()
         if source.kind == "features":
             self.n_features_in_ = int(source.data.shape[1])
         elif hasattr(self, "n_features_in_"):
@@ -505,6 +683,19 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         self.net_ = self.initialize_net(module, y_enc)
         self.fit_loop(source, y_enc)
         return self
+
+    def _fit_accelerator(self):
+        """Set (or clear) ``accelerator_`` and check it against ``device`` / ``precision``."""
+        self.__dict__.pop("accelerator_", None)
+        if self.accelerator is None:
+            return None
+        if isinstance(self.accelerator, str):  # "auto"
+            accelerator = make_accelerator(self.device)
+        else:
+            accelerator = self.accelerator
+        check_accelerator(accelerator, self.device, self.precision)  # before any loading
+        self.accelerator_ = accelerator
+        return accelerator
 
     def fit_loop(self, source, y_enc):
         """Train ``net_`` on the images (or on features / tokens computed once).
@@ -611,14 +802,18 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         source = self._check_input(X)
         if not hasattr(self, "net_"):
+            accelerator = self._accelerator()
+            if accelerator is None:
+                precision = resolve_precision(self.precision, self._device(), allow_fp16=False)
+            else:
+                _, precision = check_accelerator(accelerator, self.device, self.precision)
             backbone, config = self._backbone_and_config()
             backbone.to(self._device())
-            precision = resolve_precision(self.precision, self._device(), allow_fp16=False)
             embed = functools.partial(self._autocast, backbone, precision=precision)
             return self._embed(embed, source, config)
         if self.finetune == "linear":
             return self._embed(self._frozen_embed, source, self.data_config_)
-        module = self.net_.module_
+        module = self._trained_module()
         module.eval()
         return self._embed(module.embed, source, self.data_config_)
 
@@ -628,7 +823,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
                 "This PEALClassifier is not fitted yet: its linear head (coef_, intercept_) "
                 "exists after fit."
             )
-        module = self.net_.module_
+        module = self._trained_module()
         return module if self.finetune == "linear" else module.head
 
     @property
@@ -651,6 +846,10 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         The pretrained backbone itself is not copied: :meth:`load_adapters` rebuilds it
         from the same parameters. Pickle / joblib save the whole estimator instead.
 
+        Trained with an ``accelerator`` on several processes, call it on every process
+        (it waits for all of them): the main process writes, the others return the same
+        path once it is written.
+
         Parameters
         ----------
         path : str or path-like
@@ -661,11 +860,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         -------
         path : pathlib.Path
         """
-        import json
-        import shutil
         from pathlib import Path
-
-        from safetensors.torch import save_file
 
         check_is_fitted(self, "net_")
         if not isinstance(self.backbone, str):
@@ -678,7 +873,27 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
             raise FileExistsError(
                 f"{path} exists and is not empty; pass overwrite=True to replace it."
             )
-        params = {k: v for k, v in self.get_params().items() if k != "callbacks"}
+        accelerator = getattr(self, "accelerator_", None)
+        if accelerator is None:
+            return self._write_adapters(path)
+        accelerator.wait_for_everyone()  # every process checked the path before any write
+        try:
+            if accelerator.is_main_process:
+                self._write_adapters(path)
+        finally:
+            accelerator.wait_for_everyone()  # the others return once it is written
+        return path
+
+    def _write_adapters(self, path):
+        import json
+        import shutil
+
+        from safetensors.torch import save_file
+
+        # callbacks and the accelerator belong to this run, not to the saved model
+        params = {
+            k: v for k, v in self.get_params().items() if k not in ("callbacks", "accelerator")
+        }
         params["checkpoint_path"] = (
             None if self.checkpoint_path is None else os.fspath(self.checkpoint_path)
         )
@@ -693,7 +908,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        module = self.net_.module_
+        module = self._trained_module()
         head = module if self.finetune == "linear" else module.head
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},

@@ -6,7 +6,9 @@
   GPUs where allowed, float32 elsewhere) and warns when an explicit reduced precision
   would be emulated, hence slow;
 * :func:`autocast` is the matching ``torch.autocast`` context;
-* :func:`pristine_backbone` loads a backbone once per process.
+* :func:`pristine_backbone` loads a backbone once per process;
+* :func:`make_accelerator`, :func:`check_accelerator` and :func:`shard_loader` serve
+  ``PEALClassifier(accelerator=...)`` (data-parallel training with accelerate).
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
@@ -21,10 +23,13 @@ from ._backbones import create_backbone
 
 __all__ = [
     "autocast",
+    "check_accelerator",
+    "make_accelerator",
     "native_bf16_cpu",
     "pristine_backbone",
     "resolve_device",
     "resolve_precision",
+    "shard_loader",
 ]
 
 #: autocast dtype of each reduced precision
@@ -155,3 +160,99 @@ def _pristine_backbone(backbone, pretrained, checkpoint_path, stamp, img_size, k
     )
     model.eval()
     return model, data_config
+
+
+# -- accelerate ---------------------------------------------------------------------------
+def make_accelerator(device="auto"):
+    """The :class:`accelerate.Accelerator` of ``accelerator="auto"``, configured by the launcher.
+
+    ``accelerate launch`` passes its settings (number of processes, ``--mixed_precision``,
+    ``--gradient_accumulation_steps``) through environment variables, which
+    ``Accelerator()`` reads; ``device="cpu"`` asks for ``cpu=True`` (no GPU, the gloo
+    backend between processes).
+    """
+    try:
+        from accelerate import Accelerator
+    except ImportError as exc:  # pragma: no cover - accelerate is in the tests extra
+        raise ImportError(
+            "accelerator='auto' needs accelerate; install it with "
+            "pip install 'peal-sk[accelerate]'."
+        ) from exc
+    return Accelerator(cpu=device == "cpu")
+
+
+def check_accelerator(accelerator, device, precision):
+    """The device and training precision an accelerator implies, checked against the params.
+
+    Parameters
+    ----------
+    accelerator : accelerate.Accelerator
+    device : str
+        The estimator's ``device``: ``"auto"`` follows the accelerator; anything else must
+        name the accelerator's device (accelerate places each process on its own).
+    precision : {"auto", "fp32", "bf16"}
+        The estimator's ``precision``. With the accelerator's ``mixed_precision="no"`` it is
+        resolved as without accelerate (bfloat16 only on native hardware for ``"auto"``).
+        With ``"bf16"`` / ``"fp16"``, ``"auto"`` follows the accelerator, the same value
+        agrees, and anything else contradicts it.
+
+    Returns
+    -------
+    device : str
+    precision : {"fp32", "bf16", "fp16"}
+
+    Raises
+    ------
+    ValueError
+        When ``device`` or ``precision`` contradicts the accelerator, or for a mixed
+        precision other than "no", "bf16" and "fp16".
+    """
+    have = torch.device(accelerator.device)
+    if device != "auto":
+        want = torch.device(device)
+        if want.type != have.type or (
+            want.index is not None and have.index is not None and want.index != have.index
+        ):
+            raise ValueError(
+                f"device={device!r} contradicts the accelerator, which runs this process on "
+                f"{have}: accelerate places each process on its device. Leave device='auto' "
+                "with an accelerator (or pass Accelerator(cpu=True) to train on the CPU)."
+            )
+    mixed = str(getattr(accelerator, "mixed_precision", "no") or "no")
+    if mixed == "no":
+        return str(have), resolve_precision(precision, have, allow_fp16=False)
+    if mixed not in _DTYPES:
+        raise ValueError(
+            f"The accelerator's mixed_precision={mixed!r} is not supported by "
+            "PEALClassifier; use 'no', 'bf16' or 'fp16'."
+        )
+    if precision not in ("auto", mixed):
+        raise ValueError(
+            f"precision={precision!r} contradicts the accelerator's "
+            f"mixed_precision={mixed!r}. Pass precision='auto' (or {mixed!r}) to train in "
+            f"{mixed} under the accelerator, or an Accelerator with mixed_precision='no' "
+            f"(accelerate launch --mixed_precision no) to keep precision={precision!r}."
+        )
+    # warns when the accelerator asks for bfloat16 / float16 that this CPU emulates
+    return str(have), resolve_precision(mixed, have, name="accelerator.mixed_precision")
+
+
+def shard_loader(loader, accelerator):
+    """``loader`` split across the accelerator's processes (unchanged for one process).
+
+    Batches are dealt to the processes in turn (``even_batches``: the last ones are
+    padded by repeating samples); ``accelerator.gather_for_metrics`` on each batch's
+    output returns the whole batch sequence in the original order, padding dropped.
+    The caller moves the batches to the device.
+    """
+    if accelerator is None or accelerator.num_processes <= 1:
+        return loader
+    from accelerate.data_loader import prepare_data_loader
+
+    return prepare_data_loader(
+        loader,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+        put_on_device=False,
+        even_batches=True,
+    )

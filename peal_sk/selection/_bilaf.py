@@ -37,6 +37,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt
 
 from ..base import BaseSelector
 from ..utils._blocks import block_rows, sq_distances
+from ..utils._parallel import N_JOBS_CONSTRAINT, effective_n_jobs, piece_bounds, run_pieces
 from ..utils._validation import check_rng
 from ._registry import register_selector
 
@@ -49,6 +50,8 @@ SMALL_CLUSTER = 10
 #: instead of holding the full (distinct x distinct) float64 matrix (4096^2 x 8 B = 128 MiB).
 _DENSE_MAX = 4096
 _EPS32 = 2.0**-24
+#: blocks of rows per parallel piece of the assignment (at most 2048 rows a block)
+_ASSIGN_BLOCKS_PER_PIECE = 64
 
 
 # -- stage 0: cores and clusters -----------------------------------------------------------
@@ -59,7 +62,7 @@ def _dedup_cores(F, cores):
     return cores[np.sort(first)]
 
 
-def _assign(F, cores):
+def _assign(F, cores, n_jobs=None):
     """Nearest core (ties: lowest cluster index) and nearest *other* core of every sample.
 
     Returns
@@ -79,19 +82,22 @@ def _assign(F, cores):
     and their distances are recomputed in float64 (products of float32 values are exact
     in float64). Other rows are done in float64 against every core. The data are shifted
     by their rounded mean, which keeps integer-valued features (exact ties) exact.
+
+    Rows are independent: with ``n_jobs`` they are done in pieces of whole blocks
+    through joblib (each piece receives its rows, the cores are sent once per call).
     """
     n, d = F.shape
     K = len(cores)
     origin = np.round(F.mean(axis=0, dtype=np.float64))
     C = F[cores].astype(np.float64) - origin
     c_sq = np.einsum("ij,ij->i", C, C)
-    labels = np.zeros(n, dtype=np.intp)
-    opponents = np.full(n, -1, dtype=np.intp)
-    d_own = np.empty(n)
-    d_out = np.full(n, np.inf)
     # small blocks: temporaries stay below malloc's mmap threshold and are reused
     step = block_rows(4 * K, n, max_rows=2048)
     if K == 1:
+        labels = np.zeros(n, dtype=np.intp)
+        opponents = np.full(n, -1, dtype=np.intp)
+        d_own = np.empty(n)
+        d_out = np.full(n, np.inf)
         for s in range(0, n, step):
             X = F[s : s + step].astype(np.float64) - origin
             d2 = np.einsum("ij,ij->i", X, X) - 2 * (X @ C[0]) + c_sq[0]
@@ -110,6 +116,23 @@ def _assign(F, cores):
     cr_sq = np.einsum("ij,ij->i", Cr, Cr, dtype=np.float64)
     Cr64 = Cr.astype(np.float64)
     origin_f = origin.astype(F.dtype)
+    shared = (origin, origin_f, shifted, C32, c_sq32, c_sq_max, Cr, cr_sq, Cr64, step)
+    if effective_n_jobs(n_jobs) == 1:
+        return _assign_rows(*shared, F)
+    # whole blocks per piece: every row meets the blocks of the serial pass
+    bounds = piece_bounds(n, step, multiple=_ASSIGN_BLOCKS_PER_PIECE)
+    parts = run_pieces(_assign_rows, [(F[a:b],) for a, b in bounds], n_jobs=n_jobs, shared=shared)
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
+
+
+def _assign_rows(origin, origin_f, shifted, C32, c_sq32, c_sq_max, Cr, cr_sq, Cr64, step, F):
+    """:func:`_assign` for the rows of ``F`` (K >= 2), ``step`` rows at a time."""
+    n, d = F.shape
+    K = len(C32)
+    labels = np.empty(n, dtype=np.intp)
+    opponents = np.empty(n, dtype=np.intp)
+    d_own = np.empty(n)
+    d_out = np.empty(n)
     for s in range(0, n, step):
         Xr = F[s : s + step].astype(np.float64) - origin if shifted else F[s : s + step]
         rows = np.arange(Xr.shape[0])
@@ -424,6 +447,49 @@ def _kcenter_cores(F, cores, budget):
     return np.asarray(cores)[picks]
 
 
+# -- one cluster: stages 1-3 -------------------------------------------------------------------
+def _cluster_stages(
+    n_neighbors, ring_fraction, removal_fraction, opponent_penalty, K, Fm, core_pos, d_out, opp,
+    b,
+):  # fmt: skip
+    """Denoising, ``d_in`` and (``b > 0``) the greedy picks of one cluster.
+
+    ``Fm``: the members' features (ascending pool index), the core at ``core_pos``;
+    ``d_out`` / ``opp``: their distance to and cluster of the nearest other core; ``b``:
+    the cluster's picks (0: no selection). Depends on nothing else, so clusters run in
+    any process and any order. Returns the kept mask, ``d_in``, the picked member
+    positions (or None) and the seconds of the three stages.
+    """
+    ta = time.perf_counter()
+    dist = _ClusterDistances(Fm.astype(np.float64), core_pos)
+    kept = _denoise(
+        dist,
+        core_pos,
+        len(Fm),
+        n_neighbors=n_neighbors,
+        ring_fraction=ring_fraction,
+        removal_fraction=removal_fraction,
+    )
+    tb = time.perf_counter()
+    kept_pos = np.flatnonzero(kept)
+    d_in = dist.mean_to(kept_pos)
+    tc = time.perf_counter()
+    picks = None
+    if b > 0:
+        picks = _select_cluster(
+            dist,
+            core_pos,
+            kept_pos,
+            b,
+            d_in=d_in,
+            d_out=d_out,
+            opp=opp,
+            K=K,
+            opponent_penalty=opponent_penalty,
+        )
+    return kept, d_in, picks, (tb - ta, tc - tb, time.perf_counter() - tc)
+
+
 # -- the selector -----------------------------------------------------------------------------
 class BiLAFSelector(BaseSelector):
     """BiLAF: cold-start selection of core samples, then denoised boundary samples.
@@ -473,6 +539,15 @@ class BiLAFSelector(BaseSelector):
         ``delta``: multiplies the penalty of an opponent cluster each time a pick faces it.
     random_state : int, Generator or None, default=None
         Seeds the core selector.
+    n_jobs : int, default=None
+        Clusters processed in parallel through joblib (denoising, boundary scores and
+        each cluster's picks, which depend on nothing outside the cluster once the
+        allocation is known), and the assignment to the nearest cores in blocks of rows.
+        ``with joblib.parallel_config(backend="dask"):`` spreads them over a Dask
+        cluster; each cluster's rows are sent once. None means 1 unless in a
+        :func:`joblib.parallel_config` context, -1 means every worker. The selection
+        does not depend on it. A core selector given by name gets the same ``n_jobs``
+        when it takes one (``"kcenter"``, ``"typiclust"``, ``"probcover"``).
 
     Attributes
     ----------
@@ -491,7 +566,8 @@ class BiLAFSelector(BaseSelector):
         Picks per cluster (when ``n_instances < K``: 1 for the chosen cores, else 0).
     timings_ : dict
         Seconds spent in each stage: ``cores``, ``assign``, ``denoise``, ``boundary``,
-        ``select``.
+        ``select`` (the per-cluster stages summed over clusters: with ``n_jobs`` they
+        add up the workers' time).
 
     Notes
     -----
@@ -557,6 +633,7 @@ class BiLAFSelector(BaseSelector):
         "ring_fraction": [Interval(Real, 0, 1, closed="both")],
         "removal_fraction": [Interval(Real, 0, 1, closed="left")],
         "opponent_penalty": [Interval(Real, 0, None, closed="neither")],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
     _greater_is_better = False
 
@@ -579,6 +656,7 @@ class BiLAFSelector(BaseSelector):
         removal_fraction=0.1,
         opponent_penalty=1.1,
         random_state=None,
+        n_jobs=None,
     ):
         self.n_cores = n_cores
         self.core_indices = core_indices
@@ -588,6 +666,7 @@ class BiLAFSelector(BaseSelector):
         self.removal_fraction = removal_fraction
         self.opponent_penalty = opponent_penalty
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     # -- validation before any expensive work ---------------------------------------------
     def _check_context(self, ctx):
@@ -640,6 +719,8 @@ class BiLAFSelector(BaseSelector):
             from ._registry import get_selector
 
             self.core_selector_ = get_selector(spec, random_state=seed)
+            if "n_jobs" in self.core_selector_.get_params():
+                self.core_selector_.set_params(n_jobs=self.n_jobs)
             return self.core_selector_.select(F, K)
         if hasattr(spec, "select"):
             # the user's selector is never modified: the clone runs and is kept
@@ -667,7 +748,7 @@ class BiLAFSelector(BaseSelector):
         t0 = time.perf_counter()
         cores = _dedup_cores(F, self._choose_cores(F, rng))
         t1 = time.perf_counter()
-        labels, d_own, opponents, d_out = _assign(F, cores)
+        labels, d_own, opponents, d_out = _assign(F, cores, self.n_jobs)
         K = len(cores)
         labels[cores] = np.arange(K)  # exact: a core is at distance 0 from itself
         d_own[cores] = 0.0
@@ -684,45 +765,40 @@ class BiLAFSelector(BaseSelector):
         bs = np.ones(n)
         order = np.argsort(labels, kind="stable")  # members of each cluster, ascending
         starts = np.concatenate([[0], np.cumsum(sizes)])
+
+        def members_of(j):
+            return order[starts[j] : starts[j + 1]]
+
+        def pieces():  # one per cluster, sliced lazily: each row is sent once
+            for j in range(K):
+                members = members_of(j)
+                core_pos = int(np.searchsorted(members, cores[j]))
+                b = int(alloc[j]) if select else 0
+                yield F[members], core_pos, d_out[members], opponents[members], b
+
+        params = (self.n_neighbors, self.ring_fraction, self.removal_fraction)
+        results = run_pieces(
+            _cluster_stages,
+            pieces(),
+            n_jobs=self.n_jobs,
+            shared=(*params, self.opponent_penalty, K),
+            n_pieces=K,
+            as_generator=True,
+        )
         parts = []
-        for j in range(K):
-            ta = time.perf_counter()
-            members = order[starts[j] : starts[j + 1]]
-            core_pos = int(np.searchsorted(members, cores[j]))
-            dist = _ClusterDistances(F[members].astype(np.float64), core_pos)
-            kept = _denoise(
-                dist,
-                core_pos,
-                len(members),
-                n_neighbors=self.n_neighbors,
-                ring_fraction=self.ring_fraction,
-                removal_fraction=self.removal_fraction,
-            )
-            tb = time.perf_counter()
-            kept_pos = np.flatnonzero(kept)
+        for j, (kept, din, picks, seconds) in enumerate(results):
+            members = members_of(j)
             removed[members[~kept]] = True
-            din = dist.mean_to(kept_pos)
             d_in[members] = din
-            dout = d_out[members]
             if K > 1:
+                dout = d_out[members]
                 bs[members] = (dout - din) / np.maximum(dout, din)
-            tc = time.perf_counter()
             if select:
-                picks = _select_cluster(
-                    dist,
-                    core_pos,
-                    kept_pos,
-                    int(alloc[j]),
-                    d_in=din,
-                    d_out=dout,
-                    opp=opponents[members],
-                    K=K,
-                    opponent_penalty=self.opponent_penalty,
-                )
                 parts.append(members[picks])
-            timings["denoise"] += tb - ta
-            timings["boundary"] += tc - tb
-            timings["select"] += time.perf_counter() - tc
+            # summed over clusters: CPU seconds, spread over the workers when parallel
+            timings["denoise"] += seconds[0]
+            timings["boundary"] += seconds[1]
+            timings["select"] += seconds[2]
 
         self.cores_ = cores
         self.labels_ = labels
@@ -769,6 +845,7 @@ def bilaf_sampling(
     removal_fraction=0.1,
     opponent_penalty=1.1,
     random_state=None,
+    n_jobs=None,
 ):
     """modAL query strategy: BiLAF core + boundary selection (see :class:`BiLAFSelector`).
 
@@ -781,7 +858,7 @@ def bilaf_sampling(
     n_instances : int, default=1
         The budget ``B`` (counts the cores).
     n_cores, core_indices, core_selector, n_neighbors, ring_fraction, removal_fraction, \
-opponent_penalty, random_state
+opponent_penalty, random_state, n_jobs
         See :class:`BiLAFSelector`.
 
     Returns
@@ -809,6 +886,7 @@ opponent_penalty, random_state
         removal_fraction=removal_fraction,
         opponent_penalty=opponent_penalty,
         random_state=random_state,
+        n_jobs=n_jobs,
     )
     return selector(classifier, X_pool, n_instances)
 

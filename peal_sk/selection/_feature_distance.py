@@ -7,6 +7,7 @@ from sklearn.utils._param_validation import StrOptions
 
 from ..base import BaseSelector
 from ..utils._neighbors import kcenter_greedy, nearest_distances
+from ..utils._parallel import N_JOBS_CONSTRAINT
 from ..utils._selection import top_k
 from ..utils._validation import check_features
 from ._registry import register_selector
@@ -31,6 +32,7 @@ def feature_distance_scores(
     *,
     mode="class_mean",
     backend="auto",
+    n_jobs=None,
 ):
     """Per-sample feature-distance scores (larger is more informative).
 
@@ -50,6 +52,10 @@ def feature_distance_scores(
         get NaN. ``"nearest"``: distance to the nearest labelled sample.
     backend : {"auto", "faiss", "numpy"}, default="auto"
         Distance backend for ``mode="nearest"``.
+    n_jobs : int, default=None
+        ``mode="nearest"``: blocks of pool rows searched in parallel through joblib
+        (see :func:`peal_sk.utils.nearest_distances`); None means 1 unless in a
+        :func:`joblib.parallel_config` context. The scores do not depend on it.
 
     Returns
     -------
@@ -72,7 +78,7 @@ def feature_distance_scores(
     X_pool = check_features(X_pool, name="X_pool")
     X_labeled = check_features(X_labeled, name="X_labeled", n_features=X_pool.shape[1])
     if mode == "nearest":
-        return nearest_distances(X_pool, X_labeled, backend=backend)[0]
+        return nearest_distances(X_pool, X_labeled, backend=backend, n_jobs=n_jobs)[0]
     if y_labeled is None or y_pred is None:
         raise ValueError("mode='class_mean' needs y_labeled and y_pred.")
     y_labeled, y_pred = np.asarray(y_labeled), np.asarray(y_pred)
@@ -121,6 +127,14 @@ class FeatureDistanceSelector(BaseSelector):
         Distance backend: ``"auto"`` uses faiss for float32 embeddings, numpy for float64.
     random_state : int, Generator or None, default=None
         Seeds tie-breaking and the first k-centre pick without labels.
+    n_jobs : int, default=None
+        Blocks of distance rows (``"nearest"``; the initial distances to the labelled
+        samples of ``"kcenter"``) computed in parallel through joblib, so that
+        ``with joblib.parallel_config(backend="dask"):`` spreads them over a Dask
+        cluster. None means 1 unless in a :func:`joblib.parallel_config` context, -1
+        means every worker. The selection does not depend on it. ``"class_mean"`` is
+        one pass over the pool and the k-centre greedy loop is sequential: both run in
+        this process.
 
     See Also
     --------
@@ -143,13 +157,17 @@ class FeatureDistanceSelector(BaseSelector):
         "mode": [StrOptions(set(_MODES))],
         "unknown": [StrOptions(set(_UNKNOWN))],
         "backend": [StrOptions({"auto", "faiss", "numpy"})],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
-    def __init__(self, mode="class_mean", *, unknown="last", backend="auto", random_state=None):
+    def __init__(
+        self, mode="class_mean", *, unknown="last", backend="auto", random_state=None, n_jobs=None
+    ):
         self.mode = mode
         self.unknown = unknown
         self.backend = backend
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -180,7 +198,9 @@ class FeatureDistanceSelector(BaseSelector):
         self._check_context(ctx)
         emb, emb_lab = ctx.pool_embeddings(), ctx.labeled_embeddings()
         if self.mode == "nearest":
-            return feature_distance_scores(emb, emb_lab, mode="nearest", backend=self.backend)
+            return feature_distance_scores(
+                emb, emb_lab, mode="nearest", backend=self.backend, n_jobs=self.n_jobs
+            )
         scores = feature_distance_scores(
             emb, emb_lab, ctx.y_labeled, ctx.predicted_labels(), mode="class_mean"
         )
@@ -195,6 +215,7 @@ class FeatureDistanceSelector(BaseSelector):
                 rng,
                 X_labeled=ctx.labeled_embeddings(),
                 backend=self.backend,
+                n_jobs=self.n_jobs,
             )
         scores = self._score(ctx)
         eligible = None
@@ -224,6 +245,13 @@ class KCenterSelector(BaseSelector):
         Backend of the initial distances to labelled samples.
     random_state : int, Generator or None, default=None
         Seeds the first pick and tie-breaking.
+    n_jobs : int, default=None
+        The initial distances to the labelled samples, in blocks computed in parallel
+        through joblib (``joblib.parallel_config(backend="dask")`` spreads them over a
+        Dask cluster); None means 1 unless in a :func:`joblib.parallel_config` context.
+        The greedy loop itself is sequential and runs in this process: its per-pick
+        update is too short to pay for a round trip to the workers. The picks do not
+        depend on ``n_jobs``.
 
     See Also
     --------
@@ -243,6 +271,7 @@ class KCenterSelector(BaseSelector):
     _parameter_constraints = {
         **BaseSelector._parameter_constraints,
         "backend": [StrOptions({"auto", "faiss", "numpy"})],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def __sklearn_tags__(self):
@@ -250,9 +279,10 @@ class KCenterSelector(BaseSelector):
         tags.selector_tags.uses_embeddings = True
         return tags
 
-    def __init__(self, *, backend="auto", random_state=None):
+    def __init__(self, *, backend="auto", random_state=None, n_jobs=None):
         self.backend = backend
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def _query(self, ctx, n_instances, rng):
         return kcenter_greedy(
@@ -261,6 +291,7 @@ class KCenterSelector(BaseSelector):
             rng,
             X_labeled=ctx.labeled_embeddings(),
             backend=self.backend,
+            n_jobs=self.n_jobs,
         )
 
 
@@ -275,6 +306,7 @@ def featdist_sampling(
     y_labeled=None,
     backend="auto",
     random_state=None,
+    n_jobs=None,
 ):
     """modAL query strategy: feature-distance sampling (see :class:`FeatureDistanceSelector`).
 
@@ -289,6 +321,8 @@ def featdist_sampling(
         Default: the learner's ``X_training`` / ``y_training``.
     backend : {"auto", "faiss", "numpy"}, default="auto"
     random_state : int, Generator or None, default=None
+    n_jobs : int, default=None
+        See :class:`FeatureDistanceSelector`.
 
     Returns
     -------
@@ -307,7 +341,7 @@ def featdist_sampling(
     ([2, 1], [5.0, 1.0])
     """
     selector = FeatureDistanceSelector(
-        mode=mode, unknown=unknown, backend=backend, random_state=random_state
+        mode=mode, unknown=unknown, backend=backend, random_state=random_state, n_jobs=n_jobs
     )
     return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)
 
@@ -321,6 +355,7 @@ def kcenter_sampling(
     y_labeled=None,
     backend="auto",
     random_state=None,
+    n_jobs=None,
 ):
     """modAL query strategy: greedy k-centre (see :class:`KCenterSelector`).
 
@@ -332,6 +367,8 @@ def kcenter_sampling(
     X_labeled, y_labeled : array-like, default=None
     backend : {"auto", "faiss", "numpy"}, default="auto"
     random_state : int, Generator or None, default=None
+    n_jobs : int, default=None
+        See :class:`KCenterSelector`.
 
     Returns
     -------
@@ -348,7 +385,7 @@ def kcenter_sampling(
     >>> kcenter_sampling(None, X, 1, X_labeled=[[0.0]], y_labeled=[0])[0].tolist()
     [2]
     """
-    selector = KCenterSelector(backend=backend, random_state=random_state)
+    selector = KCenterSelector(backend=backend, random_state=random_state, n_jobs=n_jobs)
     return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)
 
 

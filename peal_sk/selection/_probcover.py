@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import BaseSelector
 from ..utils._blocks import block_rows
+from ..utils._parallel import N_JOBS_CONSTRAINT, piece_bounds, run_pieces
 from ._lowbudget_common import (
     _few_threads_when_small,
     faiss_kmeans,
@@ -35,20 +36,42 @@ _EPS32 = 2.0**-24
 EXACT_WORK = 1.5e11
 #: query rows per range-search chunk
 CHUNK = 4096
+#: blocks of pool rows per parallel piece of the purity estimate
+_BLOCKS_PER_PIECE = 8
 
 
 def _sq_norms(X):
     return np.einsum("ij,ij->i", X, X, dtype=np.float64)
 
 
-def _nearest_other_label(F, labels, queries):
-    """Distance from each row ``F[q]`` to its nearest row of another label (inf if none)."""
+def _nearest_other_label(F, labels, queries, n_jobs=None):
+    """Distance from each row ``F[q]`` to its nearest row of another label (inf if none).
+
+    Blocks of ``F``'s rows are independent (a minimum is exact in any order): with
+    ``n_jobs`` pieces of them run through joblib, each receiving its rows.
+    """
     Q = F[queries]
     q_sq = _sq_norms(Q).astype(F.dtype)
     f_sq = _sq_norms(F).astype(F.dtype)
     q_lab = labels[queries]
-    best = np.full(len(queries), np.inf)
     step = block_rows(4 * F.itemsize * len(queries))
+    bounds = piece_bounds(len(F), step, multiple=_BLOCKS_PER_PIECE)
+    parts = run_pieces(
+        _nearest_other_rows,
+        ((F[a:b], f_sq[a:b], labels[a:b]) for a, b in bounds),
+        n_jobs=n_jobs,
+        shared=(Q, q_sq, q_lab, step),
+        n_pieces=len(bounds),
+    )
+    best = np.full(len(queries), np.inf)
+    for part in parts:
+        np.minimum(best, part, out=best)
+    return np.sqrt(np.maximum(best, 0))
+
+
+def _nearest_other_rows(Q, q_sq, q_lab, step, F, f_sq, labels):
+    """Per query, the smallest squared distance to a row of ``F`` of another label."""
+    best = np.full(len(Q), np.inf)
     for s in range(0, len(F), step):
         D = Q @ F[s : s + step].T
         D *= -2
@@ -56,7 +79,7 @@ def _nearest_other_label(F, labels, queries):
         D += f_sq[None, s : s + step]
         D[q_lab[:, None] == labels[None, s : s + step]] = np.inf
         np.minimum(best, D.min(axis=1), out=best)
-    return np.sqrt(np.maximum(best, 0))
+    return best
 
 
 def _purity_delta(r, alpha):
@@ -76,9 +99,6 @@ class _BallSearch:
     """
 
     def __init__(self, F, n_pool, delta):
-        import faiss
-
-        self.faiss = faiss
         self.F, self.n_pool, self.delta2 = F, n_pool, float(delta) ** 2
         self.F32 = np.ascontiguousarray(F, dtype=np.float32)
         self.P32 = self.F32[:n_pool]
@@ -86,48 +106,69 @@ class _BallSearch:
         max_sq = float(_sq_norms(self.F32).max()) if len(F) else 0.0
         self.tol = 8.0 * (d + 4) * _EPS32 * (2.0 * max_sq + self.delta2) + 1e-30
 
-    def _range_search(self, Q):
-        faiss, nq = self.faiss, len(Q)
-        res = faiss.RangeSearchResult(nq)
-        faiss.range_search_L2sqr(
-            faiss.swig_ptr(Q),
-            faiss.swig_ptr(self.P32),
-            Q.shape[1],
-            nq,
-            self.n_pool,
-            self.delta2 + self.tol,
-            res,
-        )
-        lims = faiss.rev_swig_ptr(res.lims, nq + 1).copy()
-        m = int(lims[-1])
-        D = faiss.rev_swig_ptr(res.distances, m).copy() if m else np.empty(0, np.float32)
-        I = faiss.rev_swig_ptr(res.labels, m).copy() if m else np.empty(0, np.int64)
-        return lims, D, I
-
     def search(self, rows):
         """``(counts, cols)``: the ball of each ``F[rows]`` as pool indices (int32)."""
-        Q = np.ascontiguousarray(self.F32[rows])
-        nq = len(rows)
-        with _few_threads_when_small(nq * self.n_pool * Q.shape[1]):
-            lims, D, I = self._range_search(Q)
-        counts = np.diff(lims).astype(np.int64)
-        q = np.repeat(np.asarray(rows, dtype=np.int64), counts)
-        keep = I != q  # self is added below for every row
-        band = np.flatnonzero(keep & (D >= self.delta2 - self.tol))
-        if band.size:
-            diff = self.F[q[band]].astype(np.float64) - self.F[I[band]].astype(np.float64)
-            keep[band] = np.einsum("ij,ij->i", diff, diff) < self.delta2
-        local = np.repeat(np.arange(nq), counts)
-        local, cols = local[keep], I[keep]
-        self_cols = np.asarray(rows, dtype=np.int64)
-        is_pool = self_cols < self.n_pool
-        local = np.concatenate([local, np.flatnonzero(is_pool)])
-        cols = np.concatenate([cols, self_cols[is_pool]])
-        order = np.argsort(local, kind="stable")
-        return np.bincount(local, minlength=nq), cols[order].astype(np.int32)
+        return _search_balls(self.F, self.F32, self.n_pool, self.delta2, self.tol, rows)
+
+    def search_chunks(self, start, stop, n_jobs):
+        """:meth:`search` of the rows ``start .. stop - 1`` in chunks of :data:`CHUNK`
+        rows, in order (a lazy iterator); with ``n_jobs`` the chunks run through joblib,
+        ``F`` being sent once per call."""
+        bounds = [(s, min(s + CHUNK, stop)) for s in range(start, stop, CHUNK)]
+        return run_pieces(
+            _search_chunk,
+            bounds,
+            n_jobs=n_jobs,
+            shared=(self.F, self.F32, self.n_pool, self.delta2, self.tol),
+            as_generator=True,
+        )
 
 
-def _cell_graph(F32, delta2, nprobe, rng, max_edges, too_many):
+def _range_search(P32, Q, delta2):
+    import faiss
+
+    nq = len(Q)
+    res = faiss.RangeSearchResult(nq)
+    faiss.range_search_L2sqr(
+        faiss.swig_ptr(Q), faiss.swig_ptr(P32), Q.shape[1], nq, len(P32), delta2, res
+    )
+    lims = faiss.rev_swig_ptr(res.lims, nq + 1).copy()
+    m = int(lims[-1])
+    D = faiss.rev_swig_ptr(res.distances, m).copy() if m else np.empty(0, np.float32)
+    I = faiss.rev_swig_ptr(res.labels, m).copy() if m else np.empty(0, np.int64)
+    return lims, D, I
+
+
+def _search_balls(F, F32, n_pool, delta2, tol, rows):
+    """The balls of ``F[rows]`` (see :class:`_BallSearch`); a pure function of its
+    arguments, so chunks of rows can be searched in any process."""
+    Q = np.ascontiguousarray(F32[rows])
+    nq = len(rows)
+    P32 = F32[:n_pool]
+    with _few_threads_when_small(nq * n_pool * Q.shape[1]):
+        lims, D, I = _range_search(P32, Q, delta2 + tol)
+    counts = np.diff(lims).astype(np.int64)
+    q = np.repeat(np.asarray(rows, dtype=np.int64), counts)
+    keep = I != q  # self is added below for every row
+    band = np.flatnonzero(keep & (D >= delta2 - tol))
+    if band.size:
+        diff = F[q[band]].astype(np.float64) - F[I[band]].astype(np.float64)
+        keep[band] = np.einsum("ij,ij->i", diff, diff) < delta2
+    local = np.repeat(np.arange(nq), counts)
+    local, cols = local[keep], I[keep]
+    self_cols = np.asarray(rows, dtype=np.int64)
+    is_pool = self_cols < n_pool
+    local = np.concatenate([local, np.flatnonzero(is_pool)])
+    cols = np.concatenate([cols, self_cols[is_pool]])
+    order = np.argsort(local, kind="stable")
+    return np.bincount(local, minlength=nq), cols[order].astype(np.int32)
+
+
+def _search_chunk(F, F32, n_pool, delta2, tol, start, stop):
+    return _search_balls(F, F32, n_pool, delta2, tol, np.arange(start, stop))
+
+
+def _cell_graph(F32, delta2, nprobe, rng, max_edges, too_many, n_jobs=None):
     """Approximate ball graph (CSR) of ``F32`` by inverted-file cells and BLAS blocks.
 
     The rows are split into ``sqrt(n)`` k-means cells; the members of each cell are
@@ -135,6 +176,9 @@ def _cell_graph(F32, delta2, nprobe, rng, max_edges, too_many):
     centres are nearest to their cell's centre, skipping cells that the triangle
     inequality rules out (``|c - c'| >= r_c + r_c' + delta``, ``r``: cell radius). A ball
     member in a cell that is not probed is missed; nothing is ever added wrongly.
+
+    Cells are independent: with ``n_jobs`` they run through joblib (``F32`` is sent once
+    per call, each cell receives its member and candidate indices).
     """
     n, d = F32.shape
     nlist = max(1, int(np.sqrt(n)))
@@ -155,29 +199,31 @@ def _cell_graph(F32, delta2, nprobe, rng, max_edges, too_many):
     order = np.argsort(labels, kind="stable")
     starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=nlist))])
     delta = np.sqrt(delta2)
+
+    def pieces():
+        for c in cells:
+            members = order[starts[c] : starts[c + 1]]
+            probes = np.argsort(cc[c], kind="stable")[: int(nprobe)]
+            probes = probes[cc[c, probes] < (radius[c] + radius[probes] + delta) * 1.001]
+            cand = np.concatenate([order[starts[j] : starts[j + 1]] for j in probes])
+            yield members, cand
+
+    cells = np.flatnonzero(starts[1:] > starts[:-1])  # the non-empty ones
+    results = run_pieces(
+        _cell_edges,
+        pieces(),
+        n_jobs=n_jobs,
+        shared=(F32, sq, delta2),
+        n_pieces=len(cells),
+        as_generator=True,
+    )
     rows, cols, total = [], [], 0
-    for c in range(nlist):
-        members = order[starts[c] : starts[c + 1]]
-        if members.size == 0:
-            continue
-        probes = np.argsort(cc[c], kind="stable")[: int(nprobe)]
-        probes = probes[cc[c, probes] < (radius[c] + radius[probes] + delta) * 1.001]
-        cand = np.concatenate([order[starts[j] : starts[j + 1]] for j in probes])
-        Cand = F32[cand]
-        step = block_rows(4 * 4 * len(cand))
-        for s in range(0, len(members), step):
-            m = members[s : s + step]
-            D = F32[m] @ Cand.T
-            D *= -2
-            D += sq[m][:, None]
-            D += sq[cand][None, :]
-            i, j = np.nonzero(D < delta2)
-            keep = m[i] != cand[j]  # self is added below
-            rows.append(m[i[keep]].astype(np.int32))
-            cols.append(cand[j[keep]].astype(np.int32))
-            total += int(keep.sum()) + len(m)
-            if total > max_edges:
-                raise ValueError(too_many(f"more than {total:,}"))
+    for r, c, n_self in results:
+        rows.append(r)
+        cols.append(c)
+        total += len(r) + n_self
+        if total > max_edges:
+            raise ValueError(too_many(f"more than {total:,}"))
     rows.append(np.arange(n, dtype=np.int32))
     cols.append(np.arange(n, dtype=np.int32))
     rows, cols = np.concatenate(rows), np.concatenate(cols)
@@ -187,6 +233,25 @@ def _cell_graph(F32, delta2, nprobe, rng, max_edges, too_many):
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     return indptr, indices
+
+
+def _cell_edges(F32, sq, delta2, members, cand):
+    """Edges (self-loops aside) from one cell's ``members`` to its candidates ``cand``,
+    in blocks of members; returns ``(rows, cols, len(members))``."""
+    Cand = F32[cand]
+    step = block_rows(4 * 4 * len(cand))
+    rows, cols = [], []
+    for s in range(0, len(members), step):
+        m = members[s : s + step]
+        D = F32[m] @ Cand.T
+        D *= -2
+        D += sq[m][:, None]
+        D += sq[cand][None, :]
+        i, j = np.nonzero(D < delta2)
+        keep = m[i] != cand[j]  # self is added by the caller
+        rows.append(m[i[keep]].astype(np.int32))
+        cols.append(cand[j[keep]].astype(np.int32))
+    return np.concatenate(rows), np.concatenate(cols), len(members)
 
 
 class ProbCoverSelector(BaseSelector):
@@ -248,6 +313,14 @@ class ProbCoverSelector(BaseSelector):
         Iterations of faiss k-means of the purity estimate.
     random_state : int, Generator or None, default=None
         Seeds k-means, the purity sample, the cells and the random fill.
+    n_jobs : int, default=None
+        The range-search chunks of the ball graph (``"exact"``: 4,096 query rows each;
+        ``"ivf"``: one cell each), the labelled samples' balls and the blocks of the
+        purity estimate run in parallel through joblib, so that
+        ``with joblib.parallel_config(backend="dask"):`` spreads them over a Dask
+        cluster (the features are sent once per call). k-means and the greedy cover run
+        in this process. None means 1 unless in a :func:`joblib.parallel_config`
+        context, -1 means every worker. The selection does not depend on it.
 
     Attributes
     ----------
@@ -287,6 +360,7 @@ class ProbCoverSelector(BaseSelector):
         "nprobe": [Interval(Integral, 1, None, closed="left")],
         "max_edges": [Interval(Integral, 1, None, closed="left")],
         "kmeans_iter": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def __init__(
@@ -302,6 +376,7 @@ class ProbCoverSelector(BaseSelector):
         max_edges=200_000_000,
         kmeans_iter=20,
         random_state=None,
+        n_jobs=None,
     ):
         self.delta = delta
         self.n_classes = n_classes
@@ -313,6 +388,7 @@ class ProbCoverSelector(BaseSelector):
         self.max_edges = max_edges
         self.kmeans_iter = kmeans_iter
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -327,7 +403,7 @@ class ProbCoverSelector(BaseSelector):
         if k < 2:
             return math.inf
         _, labels = faiss_kmeans(F, k, seed, n_iter=self.kmeans_iter)
-        r = _nearest_other_label(F, labels, queries)
+        r = _nearest_other_label(F, labels, queries, self.n_jobs)
         return _purity_delta(r, self.alpha)
 
     def _query(self, ctx, n_instances, rng):
@@ -352,13 +428,19 @@ class ProbCoverSelector(BaseSelector):
             raise ValueError(self._too_many(f"about {est:,.0f} (estimated from 256 balls)"))
         if method == "ivf":
             indptr, indices = _cell_graph(
-                balls.P32, balls.delta2, self.nprobe, rng, self.max_edges, self._too_many
+                balls.P32,
+                balls.delta2,
+                self.nprobe,
+                rng,
+                self.max_edges,
+                self._too_many,
+                self.n_jobs,
             )
         else:
             indptr = np.zeros(n_pool + 1, dtype=np.int64)
             chunks, total = [], 0
-            for s in range(0, n_pool, CHUNK):
-                counts, cols = balls.search(np.arange(s, min(s + CHUNK, n_pool)))
+            for i, (counts, cols) in enumerate(balls.search_chunks(0, n_pool, self.n_jobs)):
+                s = i * CHUNK
                 indptr[s + 1 : s + 1 + len(counts)] = counts
                 chunks.append(cols)
                 total += len(cols)
@@ -371,8 +453,7 @@ class ProbCoverSelector(BaseSelector):
 
         covered = np.zeros(n_pool, dtype=bool)
         if F_lab is not None:
-            for s in range(n_pool, len(F), CHUNK):
-                _, cols = balls.search(np.arange(s, min(s + CHUNK, len(F))))
+            for _, cols in balls.search_chunks(n_pool, len(F), self.n_jobs):
                 covered[cols] = True
         picks, scores, n_filled = _greedy_cover(indptr, indices, covered, n_instances, rng)
         self.n_filled_ = n_filled
@@ -436,6 +517,7 @@ def probcover_sampling(
     max_edges=200_000_000,
     kmeans_iter=20,
     random_state=None,
+    n_jobs=None,
 ):
     """modAL query strategy: ProbCover (see :class:`ProbCoverSelector`).
 
@@ -448,7 +530,7 @@ def probcover_sampling(
     X_labeled, y_labeled : array-like, default=None
         Labelled samples (default: the learner's ``X_training`` / ``y_training``).
     delta, n_classes, alpha, purity_samples, normalize, search, nprobe, max_edges, \
-kmeans_iter, random_state
+kmeans_iter, random_state, n_jobs
         See :class:`ProbCoverSelector`.
 
     Returns
@@ -477,6 +559,7 @@ kmeans_iter, random_state
         max_edges=max_edges,
         kmeans_iter=kmeans_iter,
         random_state=random_state,
+        n_jobs=n_jobs,
     )
     return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)
 

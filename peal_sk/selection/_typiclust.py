@@ -12,10 +12,11 @@ Decisions the specification leaves open are documented on :class:`TypiClustSelec
 from numbers import Integral
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
 from ..base import BaseSelector
 from ..utils._blocks import block_rows
+from ..utils._parallel import N_JOBS_CONSTRAINT, effective_n_jobs, piece_bounds, run_pieces
 from ..utils._validation import check_features
 from ._lowbudget_common import (
     duplicate_groups,
@@ -33,22 +34,37 @@ EPS = 1e-5
 KMEANS_POINTS = 64
 #: candidates re-scored exactly when a cluster's neighbours are found approximately
 N_REFINE = 256
+#: blocks of rows per parallel piece of :func:`typicality_scores`
+_BLOCKS_PER_PIECE = 4
 
 
-def _knn_mean_exact(X, k, groups, squared, rows=None):
+def _knn_mean_exact(X, k, groups, squared, rows=None, n_jobs=None):
     """Mean distance of ``X[rows]`` to their ``k`` nearest other rows of ``X`` (exact).
 
     Blocked Gram expansion in the dtype of ``X``; exactly equal rows (same ``groups``
     id) get distance 0; each row's own index is excluded, its duplicates are not. The
-    ``k`` smallest values are sorted before averaging.
+    ``k`` smallest values are sorted before averaging. With ``n_jobs``, pieces of whole
+    blocks of rows run through joblib (``X`` is sent once per call).
     """
     n = X.shape[0]
     rows = np.arange(n) if rows is None else np.asarray(rows)
     sq = np.einsum("ij,ij->i", X, X)
-    out = np.empty(len(rows))
     dup = np.bincount(groups, minlength=n)[groups] > 1  # rows with an exact copy
-    has_dup = bool(dup.any())
     step = block_rows(X.itemsize * 4 * n)
+    shared = (X, sq, groups, dup, k, squared, step)
+    if effective_n_jobs(n_jobs) == 1:
+        return _knn_mean_rows(*shared, rows)
+    bounds = piece_bounds(len(rows), step, multiple=_BLOCKS_PER_PIECE)
+    parts = run_pieces(
+        _knn_mean_rows, [(rows[a:b],) for a, b in bounds], n_jobs=n_jobs, shared=shared
+    )
+    return np.concatenate(parts)
+
+
+def _knn_mean_rows(X, sq, groups, dup, k, squared, step, rows):
+    """:func:`_knn_mean_exact` for ``rows``, ``step`` rows at a time."""
+    out = np.empty(len(rows))
+    has_dup = bool(dup.any())
     for s in range(0, len(rows), step):
         r = rows[s : s + step]
         D = X[r] @ X.T
@@ -70,12 +86,20 @@ def _knn_mean_exact(X, k, groups, squared, rows=None):
     return out
 
 
-def _knn_mean_approx(X, k, groups, squared, rng):
+def _approx_draws(n, rng):
+    """The random draws of :func:`_knn_mean_approx` for ``n`` rows: its training rows
+    and faiss' seed, drawn in the parent before the work is dispatched."""
+    nlist = max(1, int(np.sqrt(n)))
+    train = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
+    return train, int(rng.integers(np.iinfo(np.int32).max))
+
+
+def _knn_mean_approx(X, k, groups, squared, draws):
     """Approximate mean k-NN distance (faiss IVF), for very large clusters.
 
     Missed neighbours only make the approximate mean larger, so the typicality found is
     a lower bound; the :data:`N_REFINE` most typical candidates are re-scored exactly by
-    the caller.
+    the caller. ``draws``: the training rows and seed (:func:`_approx_draws`).
     """
     import faiss
 
@@ -84,10 +108,10 @@ def _knn_mean_approx(X, k, groups, squared, rng):
     nlist = max(1, int(np.sqrt(n)))
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist)
-    train = X32[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))]
-    index.cp.seed = int(rng.integers(np.iinfo(np.int32).max))
+    train_rows, seed = draws
+    index.cp.seed = seed
     index.cp.min_points_per_centroid = 1
-    index.train(train)
+    index.train(X32[train_rows])
     index.add(X32)
     index.nprobe = min(nlist, 8)
     out = np.empty(n)
@@ -112,16 +136,25 @@ def _knn_mean_approx(X, k, groups, squared, rng):
     return out
 
 
-def _most_typical(X, k, groups, squared, knn_exact_max, rng):
-    """Position (within ``X``) of the most typical row and its typicality (ties: first)."""
+def _needs_approx(n, k, knn_exact_max):
+    return k > 0 and knn_exact_max is not None and n > knn_exact_max
+
+
+def _most_typical(squared, knn_exact_max, X, k, groups, draws=None):
+    """Position (within ``X``) of the most typical row and its typicality (ties: first).
+
+    ``draws``: the random draws of the approximate search (:func:`_approx_draws`), made
+    by the caller when :func:`_needs_approx`; the result depends on nothing else, so
+    clusters can be scored in any process.
+    """
     n = X.shape[0]
     if k == 0:
         return 0, 0.0
-    if knn_exact_max is None or n <= knn_exact_max:
+    if not _needs_approx(n, k, knn_exact_max):
         typ = 1.0 / (_knn_mean_exact(X, k, groups, squared) + EPS)
         pos = int(np.argmax(typ))
         return pos, float(typ[pos])
-    approx = 1.0 / (_knn_mean_approx(X, k, groups, squared, rng) + EPS)
+    approx = 1.0 / (_knn_mean_approx(X, k, groups, squared, draws) + EPS)
     approx[~np.isfinite(approx)] = 0.0
     m = min(n, N_REFINE)
     cand = np.sort(np.argpartition(-approx, m - 1)[:m])
@@ -130,7 +163,7 @@ def _most_typical(X, k, groups, squared, knn_exact_max, rng):
     return int(cand[best]), float(typ[best])
 
 
-def typicality_scores(X, *, n_neighbors=20, squared=False):
+def typicality_scores(X, *, n_neighbors=20, squared=False, n_jobs=None):
     """Typicality of every row of ``X`` among the rows of ``X``.
 
     ``typicality(x) = 1 / (mean distance from x to its k nearest other rows + 1e-5)``
@@ -146,6 +179,10 @@ def typicality_scores(X, *, n_neighbors=20, squared=False):
     squared : bool, default=False
         Use squared Euclidean distances (the official code's ``faiss.IndexFlatL2``)
         instead of the paper's plain Euclidean distances.
+    n_jobs : int, default=None
+        Blocks of rows computed in parallel through joblib (``X`` is sent once per
+        call); None means 1 unless in a :func:`joblib.parallel_config` context, -1
+        means every worker. The result does not depend on it.
 
     Returns
     -------
@@ -162,11 +199,22 @@ def typicality_scores(X, *, n_neighbors=20, squared=False):
         raise TypeError(f"n_neighbors must be an int >= 1; got {n_neighbors!r}.")
     if n_neighbors < 1:
         raise ValueError(f"n_neighbors must be >= 1; got n_neighbors={n_neighbors}.")
+    _check_n_jobs(n_jobs)
     n = X.shape[0]
     k = min(int(n_neighbors), n // 2)
     if k == 0:
         return np.zeros(n)
-    return 1.0 / (_knn_mean_exact(X, k, duplicate_groups(X), bool(squared)) + EPS)
+    groups = duplicate_groups(X)
+    return 1.0 / (_knn_mean_exact(X, k, groups, bool(squared), n_jobs=n_jobs) + EPS)
+
+
+def _check_n_jobs(n_jobs):
+    if n_jobs is None:
+        return
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral | np.integer) or n_jobs == 0:
+        raise InvalidParameterError(
+            f"n_jobs must be None, an int >= 1 or an int <= -1; got n_jobs={n_jobs!r}."
+        )
 
 
 def _cluster_order(sizes, n_labeled_in, min_cluster_size):
@@ -228,6 +276,15 @@ class TypiClustSelector(BaseSelector):
         Clusters with more available samples use approximate neighbours (None: never).
     random_state : int, Generator or None, default=None
         Seeds k-means (and the approximate neighbour index).
+    n_jobs : int, default=None
+        Clusters scored in parallel through joblib: the typicality of each visited
+        cluster (its k-nearest-neighbour distances) depends on nothing outside the
+        cluster, so each pass over the clusters is one parallel batch, and
+        ``with joblib.parallel_config(backend="dask"):`` spreads it over a Dask cluster
+        (each cluster's rows are sent once; random draws are made before dispatch).
+        k-means runs in this process (faiss, multi-threaded). None means 1 unless in a
+        :func:`joblib.parallel_config` context, -1 means every worker. The selection
+        does not depend on it.
 
     Attributes
     ----------
@@ -266,6 +323,7 @@ class TypiClustSelector(BaseSelector):
         "normalize": ["boolean"],
         "kmeans_iter": [Interval(Integral, 1, None, closed="left")],
         "knn_exact_max": [Interval(Integral, 2, None, closed="left"), None],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def __init__(
@@ -279,6 +337,7 @@ class TypiClustSelector(BaseSelector):
         kmeans_iter=10,
         knn_exact_max=20_000,
         random_state=None,
+        n_jobs=None,
     ):
         self.max_clusters = max_clusters
         self.min_cluster_size = min_cluster_size
@@ -288,6 +347,7 @@ class TypiClustSelector(BaseSelector):
         self.kmeans_iter = kmeans_iter
         self.knn_exact_max = knn_exact_max
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -318,14 +378,22 @@ class TypiClustSelector(BaseSelector):
             squared=self.metric == "sqeuclidean",
             knn_exact_max=self.knn_exact_max,
             rng=rng,
+            n_jobs=self.n_jobs,
         )
 
 
 def _typiclust_from_clusters(
     F, n_pool, labels, n_clusters, n_instances, *, n_neighbors, min_cluster_size, squared,
-    knn_exact_max, rng,
+    knn_exact_max, rng, n_jobs=None,
 ):  # fmt: skip
-    """Steps 3-5 of the specification, given the clusters of ``F = [pool; labelled]``."""
+    """Steps 3-5 of the specification, given the clusters of ``F = [pool; labelled]``.
+
+    The clusters are visited in passes (every alive cluster once per pass, in the
+    visiting order). Within a pass a cluster's candidates depend only on its own earlier
+    picks, so the visits of one pass are scored independently (in parallel with
+    ``n_jobs``) and their picks applied in order afterwards: the same picks as visiting
+    them one after the other.
+    """
     sizes = np.bincount(labels, minlength=n_clusters)
     n_lab_in = np.bincount(labels[n_pool:], minlength=n_clusters)
     big, small = _cluster_order(sizes, n_lab_in, min_cluster_size)
@@ -349,9 +417,9 @@ def _typiclust_from_clusters(
     for tier in (big, small):
         alive = [int(c) for c in tier]
         while t < n_instances and alive:
-            still = []
+            visits = []  # (cluster, candidates, k, random draws) of this pass
             for c in alive:
-                if t == n_instances:
+                if t + len(visits) == n_instances:
                     break
                 members, groups, avail, taken = cluster_state(c)
                 if not avail.any():
@@ -360,8 +428,27 @@ def _typiclust_from_clusters(
                 if cand.size == 0:  # only copies of taken samples are left
                     cand = np.flatnonzero(avail)
                 k = min(n_neighbors, cand.size // 2)
-                X = F[members[cand]]
-                pos, typ = _most_typical(X, k, groups[cand], squared, knn_exact_max, rng)
+                # drawn here, in visiting order, before anything is dispatched
+                draws = None
+                if _needs_approx(cand.size, k, knn_exact_max):
+                    draws = _approx_draws(cand.size, rng)
+                visits.append((c, cand, k, draws))
+
+            def pieces(visits=visits):  # sliced lazily: each cluster's rows sent once
+                for c, cand, k, draws in visits:
+                    members, groups = state[c][0], state[c][1]
+                    yield F[members[cand]], k, groups[cand], draws
+
+            results = run_pieces(
+                _most_typical,
+                pieces(),
+                n_jobs=n_jobs,
+                shared=(squared, knn_exact_max),
+                n_pieces=len(visits),
+            )
+            still = []
+            for (c, cand, _, _), (pos, typ) in zip(visits, results, strict=True):
+                members, groups, avail, taken = state[c]
                 j = cand[pos]
                 picks[t], scores[t] = members[j], typ
                 t += 1
@@ -390,6 +477,7 @@ def typiclust_sampling(
     kmeans_iter=10,
     knn_exact_max=20_000,
     random_state=None,
+    n_jobs=None,
 ):
     """modAL query strategy: TypiClust (see :class:`TypiClustSelector`).
 
@@ -402,7 +490,7 @@ def typiclust_sampling(
     X_labeled, y_labeled : array-like, default=None
         Labelled samples (default: the learner's ``X_training`` / ``y_training``).
     max_clusters, min_cluster_size, n_neighbors, metric, normalize, kmeans_iter, \
-knn_exact_max, random_state
+knn_exact_max, random_state, n_jobs
         See :class:`TypiClustSelector`.
 
     Returns
@@ -429,6 +517,7 @@ knn_exact_max, random_state
         kmeans_iter=kmeans_iter,
         knn_exact_max=knn_exact_max,
         random_state=random_state,
+        n_jobs=n_jobs,
     )
     return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)
 

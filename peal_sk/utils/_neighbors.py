@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._blocks import block_rows, sq_distances, sq_norms
+from ._parallel import N_JOBS_CONSTRAINT, effective_n_jobs, piece_bounds, run_pieces
 from ._validation import check_features, check_n_instances, check_rng
 
 __all__ = ["kcenter_greedy", "nearest_distances", "pairwise_sq_distances"]
@@ -41,40 +42,32 @@ def _resolve_backend(backend, dtype):
     return backend
 
 
-def nearest_distances(Q, R, *, backend="auto"):
-    """Distance from each row of ``Q`` to its nearest row of ``R``, and that row's index.
+#: faiss searches queries in blocks of this many rows (``distance_compute_blas_query_bs``)
+#: and below 20 queries switches to another kernel: parallel pieces are whole multiples
+#: of it, so every query meets the same arithmetic as in one search
+_FAISS_QUERY_BLOCK = 4096
+_FAISS_BLAS_MIN = 20
+#: blocks of distance rows per parallel piece of the numpy kernel
+_BLOCKS_PER_PIECE = 8
 
-    Parameters
-    ----------
-    Q : ndarray of shape (n_queries, n_features)
-    R : ndarray of shape (n_refs, n_features)
-    backend : {"auto", "faiss", "numpy"}, default="auto"
-        ``"auto"`` uses faiss (``IndexFlatL2``, exact, float32) for float32 input and
-        blocked numpy for float64 input.
 
-    Returns
-    -------
-    dist : ndarray of shape (n_queries,), float64
-        Euclidean (not squared) distances.
-    index : ndarray of shape (n_queries,), np.intp
-        Index into ``R`` of the nearest row (lowest index on exact ties with numpy).
-    """
-    backend = _resolve_backend(backend, Q.dtype)
-    if backend == "faiss":
-        import faiss
+def _nearest_faiss(Q, R):
+    import faiss
 
-        Rf = np.ascontiguousarray(R, dtype=np.float32)
-        Qf = np.ascontiguousarray(Q, dtype=np.float32)
-        index = faiss.IndexFlatL2(Rf.shape[1])
-        index.add(Rf)
-        D, I = index.search(Qf, 1)
-        dist = np.sqrt(np.maximum(D[:, 0].astype(np.float64), 0.0))
-        return dist, I[:, 0].astype(np.intp)
-    r_sq = _sq_norms(R)
+    Rf = np.ascontiguousarray(R, dtype=np.float32)
+    Qf = np.ascontiguousarray(Q, dtype=np.float32)
+    index = faiss.IndexFlatL2(Rf.shape[1])
+    index.add(Rf)
+    D, I = index.search(Qf, 1)
+    dist = np.sqrt(np.maximum(D[:, 0].astype(np.float64), 0.0))
+    return dist, I[:, 0].astype(np.intp)
+
+
+def _nearest_numpy(Q, R, r_sq, step):
+    """Nearest row of ``R`` for every row of ``Q``, ``step`` query rows at a time."""
     n = Q.shape[0]
     dist = np.empty(n, dtype=np.float64)
     index = np.empty(n, dtype=np.intp)
-    step = block_rows(8 * max(1, R.shape[0]), n)
     for start in range(0, n, step):
         block = Q[start : start + step]
         D = pairwise_sq_distances(block, R, b_sq=r_sq)
@@ -84,6 +77,64 @@ def nearest_distances(Q, R, *, backend="auto"):
     return dist, index
 
 
+def nearest_distances(Q, R, *, backend="auto", n_jobs=None):
+    """Distance from each row of ``Q`` to its nearest row of ``R``, and that row's index.
+
+    Parameters
+    ----------
+    Q : ndarray of shape (n_queries, n_features)
+    R : ndarray of shape (n_refs, n_features)
+    backend : {"auto", "faiss", "numpy"}, default="auto"
+        ``"auto"`` uses faiss (``IndexFlatL2``, exact, float32) for float32 input and
+        blocked numpy for float64 input.
+    n_jobs : int, default=None
+        Blocks of query rows searched in parallel through joblib (``R`` is sent once per
+        call); None means 1 unless in a :func:`joblib.parallel_config` context, -1 means
+        every worker. The result does not depend on it.
+
+    Returns
+    -------
+    dist : ndarray of shape (n_queries,), float64
+        Euclidean (not squared) distances.
+    index : ndarray of shape (n_queries,), np.intp
+        Index into ``R`` of the nearest row (lowest index on exact ties with numpy).
+    """
+    backend = _resolve_backend(backend, Q.dtype)
+    n = Q.shape[0]
+    if backend == "faiss":
+        size = _FAISS_QUERY_BLOCK * 16
+        bounds = piece_bounds(n, size)
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < _FAISS_BLAS_MIN:
+            bounds[-2:] = [(bounds[-2][0], n)]  # no piece below faiss' BLAS threshold
+        if len(bounds) <= 1 or effective_n_jobs(n_jobs) == 1:
+            return _nearest_faiss(Q, R)
+        parts = run_pieces(
+            _nearest_faiss_piece, [(Q[a:b],) for a, b in bounds], n_jobs=n_jobs, shared=(R,)
+        )
+    else:
+        r_sq = _sq_norms(R)
+        step = block_rows(8 * max(1, R.shape[0]), n)
+        bounds = piece_bounds(n, step, multiple=_BLOCKS_PER_PIECE)
+        if len(bounds) <= 1 or effective_n_jobs(n_jobs) == 1:
+            return _nearest_numpy(Q, R, r_sq, step)
+        # pieces are whole multiples of ``step``: the blocks are the serial ones
+        parts = run_pieces(
+            _nearest_numpy_piece,
+            [(Q[a:b],) for a, b in bounds],
+            n_jobs=n_jobs,
+            shared=(R, r_sq, step),
+        )
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _nearest_numpy_piece(R, r_sq, step, Q):
+    return _nearest_numpy(Q, R, r_sq, step)
+
+
+def _nearest_faiss_piece(R, Q):
+    return _nearest_faiss(Q, R)
+
+
 @validate_params(
     {
         "X": ["array-like"],
@@ -91,10 +142,11 @@ def nearest_distances(Q, R, *, backend="auto"):
         "rng": ["random_state", np.random.Generator],
         "X_labeled": ["array-like", None],
         "backend": [StrOptions(set(_BACKENDS))],
+        "n_jobs": N_JOBS_CONSTRAINT,
     },
     prefer_skip_nested_validation=True,
 )
-def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
+def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto", n_jobs=None):
     """Greedy k-centre (Sener & Savarese core-set; the FDS baseline of BiLAF).
 
     Repeatedly picks the sample farthest from the labelled samples and everything picked so
@@ -110,6 +162,11 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
     gather of the visited rows; the update is applied to the same rows, so the picks do
     not change.
 
+    The greedy loop runs in this process: each pick depends on the previous one, and
+    the per-pick update (one matrix-vector product over the pool) is too short to pay
+    for a round trip to joblib workers (``benchmarks/bench_scale.py`` measures it).
+    ``n_jobs`` parallelises only the initial distances to ``X_labeled``.
+
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
@@ -121,6 +178,9 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
     X_labeled : array-like of shape (n_labeled, n_features), default=None
     backend : {"auto", "faiss", "numpy"}, default="auto"
         Backend for the initial distances to ``X_labeled``.
+    n_jobs : int, default=None
+        Parallel blocks of the initial distances to ``X_labeled`` (see
+        :func:`nearest_distances`); the picks do not depend on it.
 
     Returns
     -------
@@ -143,10 +203,12 @@ def kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
     n_instances = check_n_instances(n_instances, X.shape[0])
     if X_labeled is not None:
         X_labeled = check_features(X_labeled, name="X_labeled", n_features=X.shape[1])
-    return _kcenter_greedy(X, n_instances, check_rng(rng), X_labeled=X_labeled, backend=backend)
+    return _kcenter_greedy(
+        X, n_instances, check_rng(rng), X_labeled=X_labeled, backend=backend, n_jobs=n_jobs
+    )
 
 
-def _kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
+def _kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto", n_jobs=None):
     """Kernel of :func:`kcenter_greedy` on validated arrays and a Generator."""
     n = X.shape[0]
     perm = rng.permutation(n)
@@ -168,7 +230,7 @@ def _kcenter_greedy(X, n_instances, rng, *, X_labeled=None, backend="auto"):
     if n_lab:
         centers[:n_lab] = X_labeled
         centers_sq[:n_lab] = _sq_norms(centers[:n_lab])
-        dist, assign = nearest_distances(Xp, X_labeled, backend=backend)
+        dist, assign = nearest_distances(Xp, X_labeled, backend=backend, n_jobs=n_jobs)
         mind2 = dist**2
         n_centers = n_lab
         np.maximum.at(radius, assign, dist)

@@ -225,6 +225,30 @@ def test_onnxruntime_matches_torch_and_caches_the_export(tmp_path, monkeypatch):
 
 
 @needs_onnx
+@pytest.mark.parametrize("spin", [False, True])
+def test_onnxruntime_threads_do_not_spin_by_default(tmp_path, monkeypatch, spin):
+    # idle ONNX Runtime workers sleep (shared cores); the spinning sessions of the
+    # benchmark's comparison row are other sessions and give the same embeddings
+    monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
+    if spin:
+        monkeypatch.setattr(engines, "ALLOW_SPINNING", True)
+    X = np.random.default_rng(2).integers(0, 256, size=(6, 28, 28, 3), dtype=np.uint8)
+    emb = BackboneEmbedder(**TINY, engine="torch").fit()
+    model, config = emb._model()
+    engine = engines.OnnxEngine(model, tuple(config["input_size"]), None)
+    options = engine.session.get_session_options()
+    for entry in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        assert options.get_session_config_entry(entry) == ("1" if spin else "0")
+    want = emb.transform(X)
+    batches = iter_batches(check_images(X), Preprocessor(config), 6)
+    try:
+        got = engine(next(batches)).numpy()
+    finally:
+        batches.close()
+    assert np.abs(got - want).max() <= ONNX_RTOL * np.abs(want).max()
+
+
+@needs_onnx
 def test_auto_engine_switches_at_the_threshold(tmp_path, monkeypatch):
     monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(embedder_module, "AUTO_ONNX_MIN_IMAGES", 6)

@@ -108,7 +108,8 @@ def torch_config():
     """The lines of torch's build configuration about the CPU (BLAS, oneDNN, OpenMP)."""
     keep = ("Math Kernel", "MKL-DNN", "OpenMP", "CPU capability", "LAPACK", "NNPACK")
     lines = [ln.strip(" -") for ln in torch.__config__.show().splitlines()]
-    return [ln for ln in lines if any(k in ln for k in keep)]
+    out = [ln for ln in lines if any(k in ln for k in keep) and "Build settings" not in ln]
+    return out + [f"BLAS_INFO={torch.backends.mkl.is_available() and 'mkl' or 'other'}"]
 
 
 @contextlib.contextmanager

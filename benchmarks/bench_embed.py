@@ -14,22 +14,31 @@ JPEGs decoded to a uint8 array, as a user's pool would be; random pixels with
   torch, and the timed chunks here are smaller for ViT);
 * every engine and precision: ``torch`` fp32, ``torch`` bf16 (autocast; 16 images only
   on CPUs without native bfloat16, where it is emulated and very slow), ``onnxruntime``
-  fp32.
+  fp32 (a row of its own only when the default is not it), and ``onnxruntime fp32,
+  spinning``: ONNX Runtime with its worker threads busy-waiting between operators (its
+  own default; peal_sk turns it off), to show what that choice is worth on this machine.
 
-Variants run interleaved, ``--repeats`` times each after a warm-up (model loading, ONNX
-export), and the table gives medians, the speed-up over the baseline, and the fraction of
-the measured matmul peak (the forward's FLOPs, counted by torch, per second, over the
-float32 or bfloat16 peak of a 2048 x 2048 matrix product).
+Variants run interleaved (baseline, default, ..., baseline, default, ...), ``--repeats``
+times each after a warm-up (model loading, ONNX export), and the table gives medians,
+the speed-up over the baseline (ratio of medians, and the median of the per-round ratios,
+which is steadier when other processes share the cores), images per CPU-second (the
+process's CPU time, all threads), and the fraction of the measured matmul peak (the
+forward's FLOPs, counted by torch, per second, over the float32 or bfloat16 peak of a
+2048 x 2048 matrix product, measured in the same run).
 
 Usage::
 
     python benchmarks/bench_embed.py [--n 256] [--repeats 3] [--threads 2]
         [--models lite0-128 lite0-224 vits14-224] [--data PATH|none]
 
-Writes ``benchmarks/results/embed.json``.
+Writes ``benchmarks/results/embed.json``: per model and variant the images/s of every
+round, medians and ratios, with the machine (CPU capability flags, BLAS libraries from
+threadpoolctl, torch's build configuration and threads, the load average at the start and
+the end).
 """
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -66,6 +75,62 @@ def load_images(path, n):
         with Image.open(io.BytesIO(jpeg[off[i] : off[i + 1]].tobytes())) as im:
             out[i] = np.asarray(im.convert("RGB"))
     return out
+
+
+#: the /proc/cpuinfo flags that decide the fast paths (SIMD width, native bfloat16)
+CPU_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "avx_vnni",
+)
+
+
+def cpu_flags():
+    """The CPU_FLAGS this CPU has (Linux; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in CPU_FLAGS if f in have]
+    return []
+
+
+def torch_config():
+    """The lines of torch's build configuration about the CPU (BLAS, oneDNN, OpenMP)."""
+    keep = ("Math Kernel", "MKL-DNN", "OpenMP", "CPU capability", "LAPACK", "NNPACK")
+    lines = [ln.strip(" -") for ln in torch.__config__.show().splitlines()]
+    out = [ln for ln in lines if any(k in ln for k in keep) and "Build settings" not in ln]
+    return out + [f"BLAS_INFO={torch.backends.mkl.is_available() and 'mkl' or 'other'}"]
+
+
+@contextlib.contextmanager
+def onnx_spinning():
+    """ONNX Runtime sessions made inside spin their idle threads (ONNX Runtime's default)."""
+    from peal_sk.classifier import _engines
+
+    before = _engines.ALLOW_SPINNING
+    _engines.ALLOW_SPINNING = True
+    try:
+        yield
+    finally:
+        _engines.ALLOW_SPINNING = before
+
+
+def spinning(fn):
+    def run(X):
+        with onnx_spinning():
+            return fn(X)
+
+    return run
 
 
 def matmul_peak(dtype, n=2048, repeat=5):
@@ -136,6 +201,7 @@ def main(argv=None):
     p.add_argument("--data", default=None, help=f"cifar10-jpeg.npz (default {DATA}) or 'none'")
     args = p.parse_args(argv)
 
+    load_start = [round(x, 2) for x in os.getloadavg()]
     warnings.simplefilter("ignore", UserWarning)  # bf16 on a CPU without it, on purpose
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
@@ -168,6 +234,7 @@ def main(argv=None):
         pool = images[32 : 32 + n]
         common = {"img_size": size, "pretrained": pretrained}
         default = BackboneEmbedder(name, **common).fit()
+        batch_size = default.batch_size_
         model, config = create_backbone(name, pretrained=pretrained, img_size=size)
         model.eval()
         flops = forward_flops(model, size)
@@ -191,8 +258,11 @@ def main(argv=None):
             variants["torch bf16"] = (bf16.transform, n if native_bf16_cpu() else 16, "bf16")
         if onnx_available():
             ort = BackboneEmbedder(name, **common, engine="onnxruntime").fit()
-            variants["onnxruntime fp32"] = (ort.transform, n, "fp32")
+            if (default.engine_, default.precision_) != ("onnxruntime", "fp32"):
+                variants["onnxruntime fp32"] = (ort.transform, n, "fp32")
+            variants["onnxruntime fp32, spinning"] = (spinning(ort.transform), n, "fp32")
         rates = {v: [] for v in variants}
+        cpu_rates = {v: [] for v in variants}
         for label, (fn, m, _) in variants.items():  # warm-up: loading, export, oneDNN
             t0 = time.perf_counter()
             if label.startswith("baseline"):
@@ -202,42 +272,61 @@ def main(argv=None):
             print(f"  {key} {label}: warm-up {time.perf_counter() - t0:.1f} s", flush=True)
         for r in range(args.repeats):
             for label, (fn, m, _) in variants.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 if label.startswith("baseline"):
                     fn()
                 else:
                     fn(pool[:m])
                 rates[label].append(m / (time.perf_counter() - t0))
+                cpu_rates[label].append(m / max(time.process_time() - c0, 1e-9))
             last = ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items())
             print(f"  {key} repeat {r + 1}: {last}", flush=True)
         base = statistics.median(rates["baseline"])
+        base_cpu = statistics.median(cpu_rates["baseline"])
         for label, (_, m, precision) in variants.items():
             med = statistics.median(rates[label])
+            paired = [a / b for a, b in zip(rates[label], rates["baseline"], strict=True)]
+            med_cpu = statistics.median(cpu_rates[label])
             results.append(
                 {
                     "model": key,
                     "backbone": name,
                     "img_size": size,
                     "variant": label,
+                    "precision": precision,
                     "images": m,
+                    "batch_size": None if label.startswith("baseline") else batch_size,
                     "img_per_s": [round(x, 2) for x in rates[label]],
                     "median_img_per_s": round(med, 2),
                     "speedup_vs_baseline": round(med / base, 2),
+                    "paired_speedups": [round(x, 2) for x in paired],
+                    "median_paired_speedup": round(statistics.median(paired), 2),
+                    "img_per_cpu_s": [round(x, 2) for x in cpu_rates[label]],
+                    "cpu_speedup_vs_baseline": round(med_cpu / base_cpu, 2),
+                    "gflop_per_image": round(flops / 1e9, 3),
                     "peak_fraction": round(med * flops / 1e9 / peak[precision], 3),
                 }
             )
         del default
     print()
-    print(f"| model | variant | img/s (median of {args.repeats}) | x baseline | peak fraction |")
-    print("|---|---|---|---|---|")
+    print(
+        f"| model | variant | img/s (median of {args.repeats}) | x baseline | x baseline "
+        "(paired) | x baseline (CPU time) | peak fraction |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in results:
         print(
             f"| {row['model']} | {row['variant']} | {row['median_img_per_s']:.1f} | "
-            f"{row['speedup_vs_baseline']:.2f} | {100 * row['peak_fraction']:.1f}% |"
+            f"{row['speedup_vs_baseline']:.2f} | {row['median_paired_speedup']:.2f} | "
+            f"{row['cpu_speedup_vs_baseline']:.2f} | {100 * row['peak_fraction']:.1f}% |"
         )
     meta = run_metadata("bench_embed.py")
     meta.update(
         {
+            "load_average_start": load_start,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            "cpu_flags": cpu_flags(),
+            "torch_config": torch_config(),
             "torch": torch.__version__,
             "timm": timm.__version__,
             "torch_threads": torch.get_num_threads(),

@@ -37,6 +37,18 @@ TINY = dict(
 #: 1e-6 on the tiny ViT and on EfficientNet-Lite0; other summation orders of float32)
 ONNX_RTOL = 1e-4
 
+
+@pytest.fixture
+def tiny_fixed(tmp_path):
+    """TINY with fixed weights (a checkpoint file): its export may be cached on disk."""
+    from peal_sk.classifier._torch_utils import pristine_backbone
+
+    model, _ = pristine_backbone(TINY["backbone"], False, None, 28, TINY["backbone_kwargs"])
+    ckpt = tmp_path / "tiny.pth"
+    torch.save(model.state_dict(), ckpt)
+    return {**TINY, "checkpoint_path": str(ckpt)}
+
+
 has_onnx = engines.onnx_available()
 needs_onnx = pytest.mark.skipif(not has_onnx, reason="onnxruntime / onnx not installed")
 
@@ -206,11 +218,11 @@ def test_onnxruntime_errors(monkeypatch):
 
 
 @needs_onnx
-def test_onnxruntime_matches_torch_and_caches_the_export(tmp_path, monkeypatch):
+def test_onnxruntime_matches_torch_and_caches_the_export(tmp_path, monkeypatch, tiny_fixed):
     monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
     X = np.random.default_rng(0).integers(0, 256, size=(10, 28, 28, 3), dtype=np.uint8)
-    want = BackboneEmbedder(**TINY, engine="torch", batch_size=4).fit().transform(X)
-    ort = BackboneEmbedder(**TINY, engine="onnxruntime", batch_size=4).fit()
+    want = BackboneEmbedder(**tiny_fixed, engine="torch", batch_size=4).fit().transform(X)
+    ort = BackboneEmbedder(**tiny_fixed, engine="onnxruntime", batch_size=4).fit()
     assert ort.engine_ == "onnxruntime" and ort.precision_ == "fp32"
     got = ort.transform(X)
     assert got.dtype == np.float32 and got.shape == want.shape
@@ -225,13 +237,37 @@ def test_onnxruntime_matches_torch_and_caches_the_export(tmp_path, monkeypatch):
 
 
 @needs_onnx
-def test_auto_engine_switches_at_the_threshold(tmp_path, monkeypatch):
+@pytest.mark.parametrize("spin", [False, True])
+def test_onnxruntime_threads_do_not_spin_by_default(tmp_path, monkeypatch, spin):
+    # idle ONNX Runtime workers sleep (shared cores); the spinning sessions of the
+    # benchmark's comparison row are other sessions and give the same embeddings
+    monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
+    if spin:
+        monkeypatch.setattr(engines, "ALLOW_SPINNING", True)
+    X = np.random.default_rng(2).integers(0, 256, size=(6, 28, 28, 3), dtype=np.uint8)
+    emb = BackboneEmbedder(**TINY, engine="torch").fit()
+    model, config = emb._model()
+    engine = engines.OnnxEngine(model, tuple(config["input_size"]), None)
+    options = engine.session.get_session_options()
+    for entry in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        assert options.get_session_config_entry(entry) == ("1" if spin else "0")
+    want = emb.transform(X)
+    batches = iter_batches(check_images(X), Preprocessor(config), 6)
+    try:
+        got = engine(next(batches)).numpy()
+    finally:
+        batches.close()
+    assert np.abs(got - want).max() <= ONNX_RTOL * np.abs(want).max()
+
+
+@needs_onnx
+def test_auto_engine_switches_at_the_threshold(tmp_path, monkeypatch, tiny_fixed):
     monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(embedder_module, "AUTO_ONNX_MIN_IMAGES", 6)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     X = np.random.default_rng(1).integers(0, 256, size=(8, 28, 28, 3), dtype=np.uint8)
-    emb = BackboneEmbedder(**TINY, cache_dir=tmp_path / "emb").fit()
+    emb = BackboneEmbedder(**tiny_fixed, cache_dir=tmp_path / "emb").fit()
     assert emb.engine_ == "onnxruntime"
     small = emb.transform(X[:5])  # torch: no export for a few images
     assert not list((tmp_path / "emb").glob("onnx-*.onnx"))
@@ -240,6 +276,23 @@ def test_auto_engine_switches_at_the_threshold(tmp_path, monkeypatch):
     assert np.abs(big[:5] - small).max() <= ONNX_RTOL * np.abs(small).max()
     # the engine is part of the embedding cache key: torch and onnx results are apart
     assert len(list((tmp_path / "emb").glob("embeddings-*.npy"))) == 2
+
+
+@needs_onnx
+def test_random_weights_are_not_exported_to_disk(tmp_path, monkeypatch):
+    # pretrained=False draws new weights in every process: a file would hold another
+    # draw's (found by the benchmark: an old export then disagreed with torch)
+    import peal_sk.classifier._torch_utils as tu
+
+    monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
+    X = np.random.default_rng(4).integers(0, 256, size=(4, 28, 28, 3), dtype=np.uint8)
+    for _ in range(2):  # two "processes": new random weights, no session in memory
+        tu._pristine_backbone.cache_clear()
+        engines._sessions.clear()
+        want = BackboneEmbedder(**TINY, engine="torch").fit().transform(X)
+        got = BackboneEmbedder(**TINY, engine="onnxruntime").fit().transform(X)
+        assert np.abs(got - want).max() <= ONNX_RTOL * np.abs(want).max()
+    assert not list(tmp_path.rglob("*.onnx"))
 
 
 @needs_onnx

@@ -102,11 +102,14 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         channels-last memory for convolutional networks. "onnxruntime": an ONNX export of
         the backbone run by ONNX Runtime on the CPU in float32 (the ``[onnx]`` extra:
         ``pip install "peal-sk[onnx]"``); the export is made once and cached on disk
-        (``cache_dir``, else ``$PEAL_SK_CACHE_DIR/onnx`` or ``~/.cache/peal_sk/onnx``),
-        and checked against torch on its first batch. "auto": ONNX Runtime when it is
-        installed, the device is the CPU, the precision float32 and the backbone a named
-        one, for inputs of at least 256 images (smaller ones do not repay the export);
-        torch otherwise. Both engines agree to about 1e-6 of the embeddings' scale.
+        (``cache_dir``, else ``$PEAL_SK_CACHE_DIR/onnx`` or ``~/.cache/peal_sk/onnx``;
+        randomly initialised weights, ``pretrained=False`` without a checkpoint, are
+        exported in memory), and checked against torch on its first batch. Its worker
+        threads sleep between operators instead of spinning (faster on shared cores).
+        "auto": ONNX Runtime when it is installed, the device is the CPU, the precision
+        float32 and the backbone a named one, for inputs of at least 256 images (smaller
+        ones do not repay the export); torch otherwise. Both engines agree to about 1e-6
+        of the embeddings' scale.
     cache_dir : str or None, default=None
         When set, embeddings are stored there as ``.npy`` files keyed by the backbone
         configuration and a digest of the input (array bytes, or file paths with size and
@@ -275,7 +278,10 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
     def _make_engine(self, name, model, config):
         if name == "onnxruntime":
             path = None
-            if isinstance(self.backbone, str):
+            # randomly initialised weights (pretrained=False, no checkpoint) differ from one
+            # process to the next: an export on disk would hold another draw's weights
+            fixed_weights = self.pretrained or self.checkpoint_path is not None
+            if isinstance(self.backbone, str) and fixed_weights:
                 folder = Path(self.cache_dir) if self.cache_dir is not None else onnx_cache_dir()
                 path = folder / export_key(self._ident())
             try:

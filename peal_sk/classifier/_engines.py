@@ -35,13 +35,18 @@ OPSET = 17
 #: largest |onnx - torch| allowed on the check batch, relative to max |torch| (float32
 #: kernels summing in other orders differ by about 1e-6 of the scale)
 CHECK_RTOL = 1e-3
+#: whether ONNX Runtime's idle worker threads spin (busy-wait) for work. Off: on a machine
+#: whose cores are shared (scikit-learn, faiss, other processes) spinning threads take the
+#: cores the busy ones need, and the backbones' operators are long enough that waking a
+#: sleeping thread costs nothing measurable (``benchmarks/bench_embed.py`` compares both)
+ALLOW_SPINNING = False
 
 
 class ExportMismatch(RuntimeError):
     """The ONNX export's output differs from the torch model's."""
 
 
-_sessions = weakref.WeakKeyDictionary()  # model -> {(path or None, threads): session}
+_sessions = weakref.WeakKeyDictionary()  # model -> {(path or None, threads, spin): session}
 _lock = threading.Lock()
 
 
@@ -147,7 +152,7 @@ class OnnxEngine:
         import onnxruntime as ort
 
         self.n_threads = int(n_threads or torch.get_num_threads())
-        self._key = (None if path is None else os.fspath(path), self.n_threads)
+        self._key = (None if path is None else os.fspath(path), self.n_threads, ALLOW_SPINNING)
         with _lock:
             cached = _sessions.get(model, {}).get(self._key)
         self.checked = cached is not None  # a cached session passed the check
@@ -158,6 +163,9 @@ class OnnxEngine:
             options.inter_op_num_threads = 1
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.log_severity_level = 3
+            spin = "1" if ALLOW_SPINNING else "0"
+            options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+            options.add_session_config_entry("session.inter_op.allow_spinning", spin)
             cached = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.session = cached
         self.model = model

@@ -361,3 +361,32 @@ def test_progress_bar(X, capsys):
     out = emb.transform(X)
     assert out.shape == (len(X), N_FEATURES)
     assert "embedding" in capsys.readouterr().err
+
+
+# -- random weights are the same in every process -----------------------------------------
+def test_random_weights_are_the_same_in_every_process(X, tmp_path):
+    """``pretrained=False`` without a checkpoint draws its weights from a fixed seed.
+
+    Regression: the weights came from the process's torch generator, so another process
+    (a Dask worker, an accelerate rank, the next run reading ``cache_dir``) had other
+    weights and a disk cache returned another draw's embeddings.
+    """
+    import subprocess
+    import sys
+
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    ours = embedder().fit(X).transform(X)
+    # the caller's generator is not consumed by the draw
+    assert torch.equal(torch.random.get_rng_state(), state)
+    code = (
+        "import sys, numpy as np, torch; torch.manual_seed(int(sys.argv[2]));"
+        "from peal_sk.classifier import BackboneEmbedder;"
+        f"emb = BackboneEmbedder(**{TINY!r}, batch_size=8, engine='torch').fit();"
+        "np.save(sys.argv[1], emb.transform(np.load(sys.argv[1] + '.X.npy')))"
+    )
+    out = tmp_path / "theirs.npy"
+    np.save(str(out) + ".X.npy", X)
+    subprocess.run([sys.executable, "-c", code, str(out), "7"], check=True, timeout=300)
+    assert_allclose(np.load(out), embedder(engine="torch").fit(X).transform(X), rtol=1e-5)
+    assert_allclose(np.load(out), ours, rtol=1e-4, atol=1e-5)

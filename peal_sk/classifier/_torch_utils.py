@@ -149,15 +149,31 @@ def pristine_backbone(backbone, pretrained, checkpoint_path, img_size, backbone_
     return _pristine_backbone(backbone, bool(pretrained), path, stamp, int(img_size), kwargs)
 
 
+#: seed of the random weights of ``pretrained=False`` without a checkpoint
+RANDOM_WEIGHTS_SEED = 0
+
+
 @functools.lru_cache(maxsize=4)
 def _pristine_backbone(backbone, pretrained, checkpoint_path, stamp, img_size, kwargs_items):
-    model, data_config = create_backbone(
-        backbone,
-        pretrained=pretrained,
-        checkpoint_path=checkpoint_path,
-        img_size=img_size,
-        backbone_kwargs=dict(kwargs_items),
-    )
+    def create():
+        return create_backbone(
+            backbone,
+            pretrained=pretrained,
+            checkpoint_path=checkpoint_path,
+            img_size=img_size,
+            backbone_kwargs=dict(kwargs_items),
+        )
+
+    if pretrained or checkpoint_path is not None:
+        model, data_config = create()
+    else:
+        # randomly initialised weights are drawn from a fixed seed, leaving the caller's
+        # torch generator untouched: the same weights in every process, so embeddings
+        # and ONNX exports cached on disk, and the processes of a distributed fit,
+        # all agree (they would hold another process's draw otherwise)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model, data_config = create()
     model.eval()
     return model, data_config
 

@@ -34,7 +34,6 @@ import os
 import tempfile
 
 import numpy as np
-import torch
 
 from peal_sk.classifier import PEALClassifier
 
@@ -47,9 +46,6 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "peal-accel"))
     args = parser.parse_args(argv)
 
-    # pretrained=False draws the backbone's random weights from torch's generator: seed
-    # it so that every process builds the same backbone (pretrained weights need not)
-    torch.manual_seed(0)
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, size=(args.n_images, 28, 28, 3), dtype=np.uint8)
     y = np.arange(args.n_images) % 2

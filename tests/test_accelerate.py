@@ -231,7 +231,7 @@ WORKER = textwrap.dedent(
     import numpy as np
     import torch
 
-    torch.manual_seed(0)  # pretrained=False: the same random backbone on every rank
+    # pretrained=False: the random backbone comes from a fixed seed, the same on every rank
     from peal_sk.classifier import PEALClassifier
 
     out = sys.argv[1]

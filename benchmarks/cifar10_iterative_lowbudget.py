@@ -120,6 +120,7 @@ def run_key(name, params, seed, args):
             "final": args.final,
             "C": args.C,
             "rng": "generator per run",
+            **({"cold_start": args.cold_start} if args.cold_start else {}),
         },
         sort_keys=True,
     )
@@ -133,10 +134,24 @@ def probe(args):
     return LogisticRegression(C=args.C, max_iter=args.max_iter)
 
 
-def cold_start(name, selector, Z, seed, n):
-    """The first labels: the strategy's own cold start when it has one, else random."""
-    from peal_sk.base import get_selector_tags
+_COLD_STARTS = {}
 
+
+def cold_start(name, selector, Z, seed, n, forced=None):
+    """The first labels: the strategy's own cold start when it has one, else random.
+
+    ``forced``: a registered cold-start strategy whose selection (``random_state=seed``,
+    computed once per seed) starts every strategy instead.
+    """
+    from peal_sk.base import get_selector_tags
+    from peal_sk.selection import get_selector
+
+    if forced is not None:
+        key = (forced, seed, n)
+        if key not in _COLD_STARTS:
+            first = get_selector(forced, random_state=seed).select(Z, n)
+            _COLD_STARTS[key] = np.asarray(first, dtype=np.intp)
+        return _COLD_STARTS[key].copy(), forced
     if name != "random" and get_selector_tags(selector).cold_start:
         return np.asarray(selector.select(Z, n), dtype=np.intp), "own"
     return np.random.default_rng(seed).choice(len(Z), n, replace=False), "random"
@@ -151,7 +166,7 @@ def run_one(name, params, seed, Z, y, Z_test, y_test, args):
     # draw the same pool positions each cycle (and the pool is sorted by class)
     selector = get_selector(name, **params, random_state=np.random.default_rng(seed))
     t0 = time.perf_counter()
-    labelled, how = cold_start(name, selector, Z, seed, args.initial)
+    labelled, how = cold_start(name, selector, Z, seed, args.initial, args.cold_start)
     times = [time.perf_counter() - t0]
     curve, n_labels, extras = [], [], []
     while True:
@@ -361,6 +376,11 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--no-flip-probe", action="store_true")
+    p.add_argument(
+        "--cold-start",
+        help="a registered cold-start strategy (e.g. typiclust) that chooses the first labels "
+        "of every strategy instead of its own cold start; becomes part of the labels",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "cifar10_iterative_lowbudget")
     args = p.parse_args(argv)
 
@@ -372,6 +392,9 @@ def main(argv=None):
     limit_threads(args.threads)
     params = parse_selector_params(args.param)
     known = {info.name for info in list_selectors()}
+    cold = {info.name for info in list_selectors(cold_start=True)}
+    if args.cold_start is not None and args.cold_start not in cold:
+        p.error(f"--cold-start {args.cold_start!r} is not a cold-start strategy: {sorted(cold)}")
     names = []
     for name in args.strategies:
         if name not in known:
@@ -387,18 +410,26 @@ def main(argv=None):
     for name in names:
         sp = params.get(name, {})
         labels[name] = name + "".join(f" {k}={v}" for k, v in sorted(sp.items()))
+        if args.cold_start:
+            labels[name] += f" ({args.cold_start} start)"
+    # with --cold-start, plain random (its own random start) is the reference the other
+    # curves are compared with, as in the main run (cached there, cheap otherwise)
+    jobs = [(name, params.get(name, {}), labels[name], args) for name in names]
+    if args.cold_start:
+        plain = argparse.Namespace(**{**vars(args), "cold_start": None})
+        jobs.append(("random", {}, "random", plain))
+        labels["random (reference)"] = "random"
     runs = []
     for seed in args.seeds:  # seeds outermost: a partial run has every strategy
-        for name in names:
-            sp, label = params.get(name, {}), labels[name]
-            fname, spec = run_key(name, sp, seed, args)
+        for name, sp, label, job_args in jobs:
+            fname, spec = run_key(name, sp, seed, job_args)
             path = run_dir / fname
             if path.exists() and not args.no_cache:
                 rec = json.loads(path.read_text())
                 log(f"{label} seed {seed}: cached, final acc {100 * rec['accuracy'][-1]:.2f}")
             else:
                 t0 = time.perf_counter()
-                rec = run_one(name, sp, seed, Z, y, Z_test, y_test, args)
+                rec = run_one(name, sp, seed, Z, y, Z_test, y_test, job_args)
                 rec["wall_seconds"] = time.perf_counter() - t0
                 rec["spec"] = spec
                 tmp = path.with_suffix(".tmp")
@@ -426,8 +457,13 @@ def main(argv=None):
     meta["protocol"] = (
         f"Pool: the 50,000 CIFAR-10 training images; test: the 10,000 test images. Frozen "
         f"EfficientNet-Lite0 128 px fp32 features (1280-d) standardised with the pool's "
-        f"mean/std. {args.initial} initial labels from each strategy's cold start (random "
-        f"for the model-based ones), +{args.step} per cycle to {args.final}; probe "
+        f"mean/std. {args.initial} initial labels from "
+        + (
+            f"{args.cold_start} (every strategy)"
+            if args.cold_start
+            else "each strategy's cold start (random for the model-based ones)"
+        )
+        + f", +{args.step} per cycle to {args.final}; probe "
         f"LogisticRegression(C={args.C}, lbfgs, max_iter={args.max_iter}) refitted each "
         f"cycle; seeds {args.seeds}; {args.threads} thread(s)."
     )

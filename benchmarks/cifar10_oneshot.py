@@ -112,6 +112,14 @@ def limit_threads(n):
     threadpool_limits(limits=n)
 
 
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file: a killed run leaves no partial
+    cache entry (a truncated JSON would break every later run)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def prepare_cache():
     CACHE.mkdir(parents=True, exist_ok=True)
     ignore = CACHE / ".gitignore"
@@ -286,7 +294,7 @@ def select(name, budget, seed, F, args):
         rec["from_cache"] = True
         if name in BILAF_CORES and not rec["extra"].get("cores_reused") and not cores_path.exists():
             stored = {"cores": rec["extra"]["cores"], "cores_s": rec["extra"]["stages_s"]["cores"]}
-            cores_path.write_text(json.dumps(stored))
+            write_atomic(cores_path, json.dumps(stored))
         return rec
     # ProbCover's greedy is sequential and every random draw (k-means, purity sample,
     # cells) comes before it, so its first B picks at the largest budget are its
@@ -302,7 +310,7 @@ def select(name, budget, seed, F, args):
                 "extra": {**full["extra"], "prefix_of_budget": top},
             }
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(rec))
+            write_atomic(path, json.dumps(rec))
             rec["from_cache"] = False
             return rec
     # BiLAF's cores depend on the seed only (K = n_cores), not on the budget: the first
@@ -342,10 +350,10 @@ def select(name, budget, seed, F, args):
             "cores_reused": bool(reuse),
         }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rec))
+    write_atomic(path, json.dumps(rec))
     if name in BILAF_CORES and not reuse:
         stored = {"cores": rec["extra"]["cores"], "cores_s": sel.timings_["cores"]}
-        cores_path.write_text(json.dumps(stored))
+        write_atomic(cores_path, json.dumps(stored))
     rec["from_cache"] = False
     return rec
 
@@ -594,7 +602,7 @@ def main(argv=None):
     else:
         knn = KNeighborsClassifier(n_neighbors=args.knn_k, algorithm="brute")
         full_knn = float((knn.fit(N_train, y_train).predict(N_test) == y_test).mean())
-        ref_path.write_text(json.dumps({"acc": full_knn}))
+        write_atomic(ref_path, json.dumps({"acc": full_knn}))
     log(f"reference kNN-{args.knn_k} with all {len(F_train):,} labels: {100 * full_knn:.2f} %")
 
     command = "python benchmarks/cifar10_oneshot.py " + " ".join(argv or sys.argv[1:])

@@ -418,7 +418,6 @@ def main(argv=None):
     if args.cold_start:
         plain = argparse.Namespace(**{**vars(args), "cold_start": None})
         jobs.append(("random", {}, "random", plain))
-        labels["random (reference)"] = "random"
     runs = []
     for seed in args.seeds:  # seeds outermost: a partial run has every strategy
         for name, sp, label, job_args in jobs:
@@ -441,7 +440,7 @@ def main(argv=None):
                 )
             rec["label"] = label
             runs.append(rec)
-    labels = list(labels.values())
+    labels = [label for _, _, label, _ in jobs]
     flips = [] if args.no_flip_probe else flip_probe(Z, y, args.seeds[0], args)
     summary = summarise(runs, labels)
     meta = run_metadata("cifar10_iterative_lowbudget.py")

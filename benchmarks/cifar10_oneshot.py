@@ -113,11 +113,11 @@ def limit_threads(n):
 
 
 def write_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file: a killed run leaves no partial
-    cache entry (a truncated JSON would break every later run)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write a cache entry through a temporary file (per process): a killed run leaves no
+    partial entry (a truncated JSON would break every later run)."""
+    from peal_sk.project._common import write_atomic as _write
+
+    _write(path, text.encode(), overwrite=True)
 
 
 def prepare_cache():

@@ -115,9 +115,9 @@ def limit_threads(n):
 def write_atomic(path, text):
     """Write a cache entry through a temporary file (per process): a killed run leaves no
     partial entry (a truncated JSON would break every later run)."""
-    from peal_sk.project._common import write_atomic as _write
+    from peal_sk.utils._io import write_atomic as _write
 
-    _write(path, text.encode(), overwrite=True)
+    _write(path, text)
 
 
 def prepare_cache():

@@ -16,17 +16,17 @@ image) and computes only the others.
 
 # SPDX-License-Identifier: BSD-3-Clause
 
-import contextlib
 import hashlib
 import json
 import os
-import threading
 import time
 import warnings
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+
+from ..utils._io import write_atomic
 
 __all__ = ["embed_to_shards", "list_images", "load_shards"]
 
@@ -163,21 +163,6 @@ def _file_sha256(path):
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write(path, write):
-    """``write(fh)`` into a temporary file next to ``path``, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _json_bytes(obj):
@@ -501,7 +486,7 @@ def embed_to_shards(
                 reused=reused,
                 complete=complete,
             )
-            _atomic_write(out / MANIFEST, lambda fh: fh.write(_json_bytes(manifest)))
+            write_atomic(out / MANIFEST, _json_bytes(manifest), fsync=True)
 
         save(complete=not todo)
         bar = None
@@ -516,8 +501,8 @@ def embed_to_shards(
             for path, reason in skipped:
                 warnings.warn(f"skipped unreadable image {path} ({reason})", UserWarning, 3)
             npy, txt = out / _shard_name(index), out / _paths_name(index)
-            _atomic_write(npy, lambda fh: np.save(fh, emb, allow_pickle=False))
-            _atomic_write(txt, lambda fh: fh.write("".join(p + "\n" for p in done).encode()))
+            write_atomic(npy, lambda fh: np.save(fh, emb, allow_pickle=False), fsync=True)
+            write_atomic(txt, "".join(p + "\n" for p in done), fsync=True)
             entries[index] = {
                 "index": index,
                 "file": npy.name,

@@ -13,13 +13,13 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..utils._io import write_atomic
 from ._data import load_dataset
 
 __all__ = ["MODELS", "SimulationConfig", "simulate", "strategies_for_mode"]
@@ -287,12 +287,6 @@ def _run_one_shot(data, F_train, F_test, model_name, strategy, seed, config):
 
 
 # -- outputs ---------------------------------------------------------------------------------
-def _atomic_write(path, text):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _summaries(cells, config):
     """Mean and std of accuracy per (model, strategy) at each number of labels."""
     out = {}
@@ -420,7 +414,7 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
             for f in cells_dir.glob("*.json"):
                 f.unlink()
     cells_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
+    write_atomic(
         stamp, json.dumps({"digest": digest, "config": dataclasses.asdict(config)}, indent=2)
     )
 
@@ -465,7 +459,7 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
             "accuracy": acc,
             "time_s": round(time.perf_counter() - tc, 3),
         }
-        _atomic_write(cells_dir / _cell_name(config, model, strategy, seed), json.dumps(cell))
+        write_atomic(cells_dir / _cell_name(config, model, strategy, seed), json.dumps(cell))
         if bar is not None:
             bar.update(1)
         else:
@@ -514,9 +508,9 @@ def _write_outputs(config, cells, out, targets, elapsed):
         "cells": cells,
         "wall_time_s": round(elapsed, 1),
     }
-    _atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
-    _atomic_write(out / "results.csv", buf.getvalue())
-    _atomic_write(out / "table.md", table)
+    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(out / "results.csv", buf.getvalue())
+    write_atomic(out / "table.md", table)
     results["table"] = table
     results["plot"] = _plot(summary, config, out / "curves.png")
     return results

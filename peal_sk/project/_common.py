@@ -2,11 +2,10 @@
 
 # SPDX-License-Identifier: BSD-3-Clause
 
-import contextlib
 import getpass
 import os
-import threading
-from pathlib import Path
+
+from ..utils._io import write_atomic
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -68,24 +67,3 @@ def claim(path):
     except FileExistsError:
         return False
     return True
-
-
-def write_atomic(path, data, *, overwrite):
-    """Write bytes through a temporary file; never replace ``path`` unless ``overwrite``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    try:
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)  # atomic, fails when path exists
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links on this file system: exclusive create instead
-            with open(path, "xb") as fh:
-                fh.write(data)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()

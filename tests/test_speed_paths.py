@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from _activeft_reference import activeft_select_reference
 from _kcenter_reference import kcenter_greedy_reference
+from _kmeans_reference import nearest_untaken_reference
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn import config_context
 from sklearn.utils._param_validation import InvalidParameterError
@@ -165,6 +166,84 @@ def test_kmeans_faiss_inertia_close_to_sklearn():
     assert np.unique(idx_f).size == 20 and np.unique(idx_s).size == 20
     assert fa.inertia_ <= 1.05 * sk.inertia_
     assert_array_equal(idx_f, KMeansSelector(random_state=0).select(X, 20))  # seeded
+
+
+@pytest.mark.parametrize("kind", ["blobs", "duplicates", "integers", "nonneg32"])
+def test_kmeans_nearest_untaken_same_as_before(kind):
+    """The float32 screen picks what the float64 screen picked, ties included."""
+    from peal_sk.selection._kmeans import _nearest_untaken
+
+    X = _features(kind, 9, n=500)
+    rng = np.random.default_rng(1)
+    for centres in (
+        X[rng.choice(len(X), 60, replace=False)],  # exactly on samples (and duplicates)
+        X[rng.choice(len(X), 60, replace=False)] + rng.normal(scale=0.3, size=(60, 24)),
+        np.repeat(X[:3], 20, axis=0),  # the same centre again and again
+    ):
+        new, d_new = _nearest_untaken(X, centres)
+        old, d_old = nearest_untaken_reference(X, centres)
+        assert_array_equal(new, old)
+        assert_array_equal(d_new, d_old)
+
+
+@pytest.mark.parametrize("kind", ["blobs", "duplicates", "integers", "nonneg32"])
+def test_kmeans_distinct_rows_exact(kind):
+    from peal_sk.selection._kmeans import _distinct_rows
+
+    X = _features(kind, 10, n=300)
+    X[5][X[5] == 0] = -0.0  # -0.0 equals 0.0
+    rows = np.ascontiguousarray(X + 0.0).view(np.dtype((np.void, X[0].nbytes))).ravel()
+    assert_array_equal(_distinct_rows(X), np.sort(np.unique(rows, return_index=True)[1]))
+
+
+@pytest.mark.parametrize("kind", ["blobs", "duplicates"])
+def test_kmeans_auto_stops_at_convergence(kind, monkeypatch):
+    """``max_iter="auto"`` runs one faiss iteration per call until the objective stops
+    falling: the same centres as one faiss call of that many iterations."""
+    from peal_sk.selection import _kmeans
+
+    X = _features(kind, 6, n=900, d=16)
+    auto = KMeansSelector(random_state=1)
+    idx = auto.select(X, 40)
+    assert 2 <= auto.n_iter_ < _kmeans.FAISS_ITER  # blobs converge well before the cap
+    fixed = KMeansSelector(max_iter=auto.n_iter_, random_state=1)
+    assert_array_equal(fixed.select(X, 40), idx)
+    assert_array_equal(fixed.cluster_centers_, auto.cluster_centers_)
+    assert fixed.inertia_ == auto.inertia_ and fixed.n_iter_ == auto.n_iter_
+    # a stricter tolerance iterates longer and never ends worse
+    monkeypatch.setattr(_kmeans, "FAISS_TOL", 0.0)
+    strict = KMeansSelector(random_state=1)
+    strict.select(X, 40)
+    assert strict.n_iter_ == _kmeans.FAISS_ITER and strict.inertia_ <= auto.inertia_
+
+
+def test_kmeans_restarts_keep_the_best_run(monkeypatch):
+    """Each restart starts from its own centres (faiss's ``nredo`` would reuse the given
+    ones), the first as the single run does, and the lowest objective is kept."""
+    import faiss
+
+    runs = []
+
+    class Recording(faiss.Kmeans):
+        def train(self, x, weights=None, init_centroids=None):
+            out = super().train(x, weights=weights, init_centroids=init_centroids)
+            runs.append((init_centroids.copy(), float(self.obj[-1]), self.centroids.copy()))
+            return out
+
+    monkeypatch.setattr(faiss, "Kmeans", Recording)
+    X = _features("blobs", 7, n=600, d=8)
+    one = KMeansSelector(max_iter=3, random_state=2)
+    one.select(X, 30)
+    runs_one, runs[:] = list(runs), []
+    many = KMeansSelector(max_iter=3, n_init=4, random_state=2)
+    many.select(X, 30)
+    assert len(runs) == 4 and len(runs_one) == 1
+    assert_array_equal(runs[0][0], runs_one[0][0])  # the first restart is the single run
+    inits = {r[0].tobytes() for r in runs}
+    assert len(inits) == 4  # every restart from different centres
+    best = min(runs, key=lambda r: r[1])
+    assert many.inertia_ == best[1] <= one.inertia_
+    assert_allclose(many.cluster_centers_, best[2].astype(np.float64))
 
 
 def test_kmeans_validates_parameters():

@@ -132,6 +132,26 @@ def test_activeft_snapshot_cap_keeps_selection(monkeypatch):
     assert_array_equal(activeft_select(X, 9, np.random.default_rng(3), max_iter=50)[0], ref)
 
 
+def test_activeft_resorts_reuse_two_buffers(monkeypatch):
+    """Re-sorting writes into a second buffer kept for it (a fresh array of the pool's
+    size costs page faults every time): the same selection, no new feature arrays."""
+    from peal_sk.selection import _activeft
+
+    X = _features("nonneg32", 4)
+    ref = activeft_select(X, 9, np.random.default_rng(1), max_iter=40)[0]
+    monkeypatch.setattr(_activeft, "_RESORT_FRACTION", 0.0)  # re-sort at every move
+    seen, calls, original = set(), [], _BoundedForward._resort
+
+    def tracked(self):
+        original(self)
+        calls.append(1)
+        seen.update({id(self.f), id(self._spare)})
+
+    monkeypatch.setattr(_BoundedForward, "_resort", tracked)
+    assert_array_equal(activeft_select(X, 9, np.random.default_rng(1), max_iter=40)[0], ref)
+    assert len(calls) > 5 and len(seen) == 2  # many re-sorts, always the same two arrays
+
+
 @pytest.mark.parametrize(
     "params, name",
     [

@@ -27,10 +27,11 @@ _MAX_SNAPSHOTS = 16
 _RESORT_FRACTION = 0.125
 
 
-def _normalize(X):
+def _normalize(X, *, out=None):
+    """Rows divided by their L2 norm (zero rows stay zero); in place into ``out`` if given."""
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return X / norms
+    return np.divide(X, norms, out=out)
 
 
 def activeft_loss(f, centroids, *, temperature=0.07, beta=1.0):
@@ -130,7 +131,10 @@ class _BoundedForward:
     def __init__(self, f, n_centroids):
         self.n, self.d = f.shape
         self.dtype = f.dtype
-        self.f = f  # sorted by best centroid from the first refresh on
+        self.f = f  # sorted by best centroid from the first refresh on (owned: overwritten)
+        # a second buffer of f's size, so re-sorting never allocates: a fresh array of a
+        # few hundred MB costs about as much in page faults as several iterations
+        self._spare = None
         self.order = np.arange(self.n)  # caller's row of each sorted row
         # centroid snapshots kept at once (each n_centroids x d float64); samples whose
         # row is older than the oldest kept one are recomputed
@@ -153,7 +157,8 @@ class _BoundedForward:
             np.matmul(f[s0 : s0 + step], c32.T, out=U[s0 : s0 + step])
         b = np.argmax(U, axis=1)
         order = np.argsort(b, kind="stable")
-        self.f = f[order]  # the sorted copy replaces the previous one
+        self._spare = self._take(f, order, self._spare)
+        self.f, self._spare = self._spare, f  # the sorted copy replaces the previous one
         self.order = self.order[order]
         self.U = U[order]
         self.b = b[order]
@@ -175,10 +180,23 @@ class _BoundedForward:
         U[rows, b] = saved
         return out
 
+    @staticmethod
+    def _take(f, order, out):
+        """``f[order]`` into ``out`` (allocated when None).
+
+        ``mode="clip"`` (the indices are a permutation, always valid): with the default
+        ``"raise"`` numpy gathers into a hidden temporary first, a fresh allocation again.
+        """
+        if out is None:
+            return f[order]
+        np.take(f, order, axis=0, out=out, mode="clip")
+        return out
+
     def _resort(self):
         """Move every sample into its best centroid's block (rows keep their state)."""
         order = np.argsort(self.b, kind="stable")
-        self.f = self.f[order]
+        self._spare = self._take(self.f, order, self._spare)
+        self.f, self._spare = self._spare, self.f
         self.order = self.order[order]
         self.U, self.b = self.U[order], self.b[order]
         self.ub2, self.epoch = self.ub2[order], self.epoch[order]
@@ -272,9 +290,10 @@ class _BoundedForward:
         return loss / n, wsum / n, term2 / n
 
     def unsorted_features(self):
-        """The normalised features in the caller's row order."""
-        f = np.empty_like(self.f)
+        """The normalised features in the caller's row order (the object is done after)."""
+        f = np.empty_like(self.f) if self._spare is None else self._spare
         f[self.order] = self.f
+        self._spare = None
         return f
 
 
@@ -409,7 +428,9 @@ def _activeft_select(
 ):
     """Kernel of :func:`activeft_select` on validated arrays and a Generator."""
     n = X.shape[0]
-    f = _normalize(X.astype(np.float32 if X.dtype == np.float32 else np.float64))
+    dtype = np.float32 if X.dtype == np.float32 else np.float64
+    f = X.astype(dtype)  # a copy: normalised in place, then owned by the bounded pass
+    _normalize(f, out=f)
     if init == "kcenter":
         start, _ = _kcenter_greedy(f, n_cores, rng)
     else:

@@ -16,7 +16,9 @@ JPEGs decoded to a uint8 array, as a user's pool would be; random pixels with
   on CPUs without native bfloat16, where it is emulated and very slow), ``onnxruntime``
   fp32 (a row of its own only when the default is not it), and ``onnxruntime fp32,
   spinning``: ONNX Runtime with its worker threads busy-waiting between operators (its
-  own default; peal_sk turns it off), to show what that choice is worth on this machine.
+  own default; peal_sk turns it off), to show what that choice is worth on this machine;
+  for a transformer, ``onnxruntime fp32, batch N`` with the convolutional networks' batch
+  size (``batch_size="auto"`` gives transformers smaller batches in ONNX Runtime).
 
 Variants run interleaved (baseline, default, ..., baseline, default, ...), ``--repeats``
 times each after a warm-up (model loading, ONNX export), and the table gives medians,
@@ -234,7 +236,6 @@ def main(argv=None):
         pool = images[32 : 32 + n]
         common = {"img_size": size, "pretrained": pretrained}
         default = BackboneEmbedder(name, **common).fit()
-        batch_size = default.batch_size_
         model, config = create_backbone(name, pretrained=pretrained, img_size=size)
         model.eval()
         flops = forward_flops(model, size)
@@ -246,21 +247,32 @@ def main(argv=None):
                 n,
                 default.precision_,
             ),
-            "torch fp32": (
-                BackboneEmbedder(name, **common, engine="torch", precision="fp32").fit().transform,
-                n,
-                "fp32",
-            ),
         }
+        torch32 = BackboneEmbedder(name, **common, engine="torch", precision="fp32").fit()
+        variants["torch fp32"] = (torch32.transform, n, "fp32")
+        # each engine's batch_size="auto" (a transformer in ONNX Runtime takes smaller ones)
+        batch_sizes = {label: default.batch_size_ for label in variants}
+        batch_sizes.update({"baseline": 128, "baseline forward": min(n, 128)})
+        batch_sizes["torch fp32"] = torch32.batch_size_
         if not args.no_bf16:
             bf16 = BackboneEmbedder(name, **common, engine="torch", precision="bf16").fit()
             # emulated bfloat16 (no native support) is very slow: a few images suffice
             variants["torch bf16"] = (bf16.transform, n if native_bf16_cpu() else 16, "bf16")
+            batch_sizes["torch bf16"] = bf16.batch_size_
         if onnx_available():
             ort = BackboneEmbedder(name, **common, engine="onnxruntime").fit()
             if (default.engine_, default.precision_) != ("onnxruntime", "fp32"):
                 variants["onnxruntime fp32"] = (ort.transform, n, "fp32")
             variants["onnxruntime fp32, spinning"] = (spinning(ort.transform), n, "fp32")
+            batch_sizes["onnxruntime fp32"] = ort.batch_size_
+            batch_sizes["onnxruntime fp32, spinning"] = ort.batch_size_
+            if ort.batch_size_ != torch32.batch_size_:  # a transformer: small batches
+                big = BackboneEmbedder(
+                    name, **common, engine="onnxruntime", batch_size=torch32.batch_size_
+                ).fit()
+                label = f"onnxruntime fp32, batch {big.batch_size_}"
+                variants[label] = (big.transform, n, "fp32")
+                batch_sizes[label] = big.batch_size_
         rates = {v: [] for v in variants}
         cpu_rates = {v: [] for v in variants}
         for label, (fn, m, _) in variants.items():  # warm-up: loading, export, oneDNN
@@ -295,7 +307,7 @@ def main(argv=None):
                     "variant": label,
                     "precision": precision,
                     "images": m,
-                    "batch_size": None if label.startswith("baseline") else batch_size,
+                    "batch_size": batch_sizes[label],
                     "img_per_s": [round(x, 2) for x in rates[label]],
                     "median_img_per_s": round(med, 2),
                     "speedup_vs_baseline": round(med / base, 2),

@@ -183,13 +183,36 @@ def test_embedder_records_its_choices(monkeypatch):
     emb = BackboneEmbedder(**TINY, device="cpu").fit()
     assert emb.precision_ == ("bf16" if native_bf16_cpu() else "fp32")
     assert emb.engine_ == ("onnxruntime" if has_onnx and emb.precision_ == "fp32" else "torch")
-    assert emb.batch_size_ == 1024  # tiny images: the cap
-    assert BackboneEmbedder(**{**TINY, "img_size": 224}).fit().batch_size_ == 32
+    # a transformer run by ONNX Runtime on a CPU: 4 images at 224 px; torch: 32
+    on_ort = emb.engine_ == "onnxruntime"
+    assert emb.batch_size_ == (256 if on_ort else 1024)  # tiny images (1024: the cap)
+    assert BackboneEmbedder(**{**TINY, "img_size": 224}).fit().batch_size_ == (4 if on_ort else 32)
+    torch_emb = BackboneEmbedder(**{**TINY, "img_size": 224}, engine="torch").fit()
+    assert torch_emb.batch_size_ == 32
     assert BackboneEmbedder(**TINY, batch_size=5).fit().batch_size_ == 5
     # a machine with native bfloat16 runs the torch engine in bf16
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     emb = BackboneEmbedder(**TINY, device="cpu").fit()
     assert (emb.precision_, emb.engine_) == ("bf16", "torch")
+
+
+def test_auto_batch_size_by_architecture():
+    _auto_batch_size = embedder_module._auto_batch_size
+    # convolutional networks: about two million input pixels per batch on a CPU
+    assert _auto_batch_size(128, "cpu") == 128
+    assert _auto_batch_size(224, "cpu") == 32
+    assert _auto_batch_size(8, "cpu") == 1024  # the cap
+    assert _auto_batch_size(1024, "cpu") == 16  # the floor
+    assert _auto_batch_size(224, "cpu", "onnxruntime", convolutional=True) == 32
+    # transformers run by ONNX Runtime on a CPU: about 200,000 (their activations stay
+    # in the cache); in torch they keep the convolutional size (faster there)
+    assert _auto_batch_size(224, "cpu", "onnxruntime", convolutional=False) == 4
+    assert _auto_batch_size(112, "cpu", "onnxruntime", convolutional=False) == 16
+    assert _auto_batch_size(518, "cpu", "onnxruntime", convolutional=False) == 1
+    assert _auto_batch_size(8, "cpu", "onnxruntime", convolutional=False) == 1024
+    assert _auto_batch_size(224, "cpu", "torch", convolutional=False) == 32
+    # GPUs: four times the convolutional size, whatever the architecture
+    assert _auto_batch_size(224, "cuda", "torch", False) == 128
 
 
 def test_torch_engine_is_the_old_path():
@@ -340,3 +363,24 @@ def test_onnxruntime_matches_torch_on_efficientnet_lite0(tmp_path, monkeypatch):
     got = BackboneEmbedder(**common, engine="onnxruntime").fit().transform(X)
     assert got.shape == (6, 1280)
     assert np.abs(got - want).max() <= ONNX_RTOL * np.abs(want).max()
+
+
+def test_inputs_run_in_torch_take_torch_batch_size(monkeypatch):
+    seen = []
+    real = embedder_module.iter_batches
+
+    def recording(source, pre, batch_size, **kwargs):
+        seen.append(batch_size)
+        return real(source, pre, batch_size, **kwargs)
+
+    monkeypatch.setattr(embedder_module, "iter_batches", recording)
+    X = np.zeros((3, 224, 224, 3), dtype=np.uint8)
+    emb = BackboneEmbedder(**{**TINY, "img_size": 224}, device="cpu", precision="fp32").fit()
+    emb.transform(X)  # under 256 images: torch, with torch's batch size
+    assert seen == [32]
+    if has_onnx:
+        assert emb.batch_size_ == 4
+        BackboneEmbedder(
+            **{**TINY, "img_size": 224}, device="cpu", engine="onnxruntime"
+        ).fit().transform(X)
+        assert seen == [32, 4]

@@ -21,6 +21,7 @@ from ._engines import (
     ExportMismatch,
     OnnxEngine,
     TorchEngine,
+    _has_convolutions,
     export_key,
     onnx_available,
     onnx_cache_dir,
@@ -35,11 +36,23 @@ __all__ = ["BackboneEmbedder"]
 AUTO_ONNX_MIN_IMAGES = 256
 
 
-def _auto_batch_size(img_size, device):
-    """About 2 million input pixels per batch on a CPU (128 at 128 px, 32 at 224 px)."""
+def _auto_batch_size(img_size, device, engine="torch", convolutional=True):
+    """About 2 million input pixels per batch on a CPU (128 at 128 px, 32 at 224 px).
+
+    A transformer (no convolutions but the patch embedding) run by ONNX Runtime on a CPU
+    gets about 200,000 (4 images at 224 px): its activations then stay in the CPU's cache
+    between the matrix products and the operators around them (GELU, LayerNorm, softmax,
+    the residual additions), which read and write them once each. ViT-S/14 at 224 px ran
+    1.1x faster per image with 4 images a batch than with 32 there, and 1.3x slower in
+    torch (``benchmarks/bench_embed.py``; the scaling guide).
+    """
+    on_cpu = str(device).startswith("cpu")
+    if on_cpu and engine == "onnxruntime" and not convolutional:
+        per_image = 4 * (224 / img_size) ** 2
+        return int(min(2 ** round(math.log2(max(per_image, 1.0))), 1024))
     per_image = 128 * (128 / img_size) ** 2
     batch = 2 ** round(math.log2(max(per_image, 1.0)))
-    if not str(device).startswith("cpu"):
+    if not on_cpu:
         batch *= 4  # GPUs want larger batches
     return int(min(max(batch, 16), 1024))
 
@@ -89,8 +102,10 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
     backbone_kwargs : dict or None, default=None
     img_size : int, default=224
     batch_size : int or "auto", default="auto"
-        Images per forward pass. "auto": about two million input pixels per batch on a
-        CPU (128 images at 128 px, 32 at 224 px), four times that on a GPU.
+        Images per forward pass. "auto": on a CPU, about two million input pixels per
+        batch (128 images at 128 px, 32 at 224 px), except for a transformer run by ONNX
+        Runtime: 200,000 (4 images at 224 px), so that its activations stay in the CPU's
+        cache between operators; on a GPU, four times two million.
     device : str, default="auto"
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         "auto": bfloat16 where the hardware computes it natively (a CPU with AVX512-BF16
@@ -129,7 +144,8 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         The engine for inputs of at least 256 images (``engine`` resolved; with "auto",
         smaller inputs run in torch).
     batch_size_ : int
-        The batch size used (``batch_size`` resolved).
+        The batch size used by ``engine_`` (``batch_size`` resolved; with "auto", the
+        inputs that run in torch instead take torch's batch size).
 
     Notes
     -----
@@ -247,11 +263,16 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
             self.engine_ = "onnxruntime" if onnx_ok and onnx_available() else "torch"
         else:
             self.engine_ = self.engine
-        if self.batch_size == "auto":
-            self.batch_size_ = _auto_batch_size(self.img_size, device)
-        else:
-            self.batch_size_ = int(self.batch_size)
+        self.batch_size_ = self._batch_size_for(self.engine_, model)
         return self
+
+    def _batch_size_for(self, engine, model):
+        """``batch_size`` resolved for ``engine`` and the backbone ``model``."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        return _auto_batch_size(
+            self.img_size, self._device(), engine, convolutional=_has_convolutions(model)
+        )
 
     def _engine_for(self, n_images):
         """The engine that embeds ``n_images`` images."""
@@ -336,7 +357,8 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         model, config = self._model()
         engine = self._make_engine(engine_name, model, config)
         pre = None if source.kind == "features" else Preprocessor(config)
-        batches = iter_batches(source, pre, self.batch_size_, progress=self.progress)
+        batch_size = self._batch_size_for(engine.name, model)
+        batches = iter_batches(source, pre, batch_size, progress=self.progress)
         out = []
         try:
             for xb in batches:

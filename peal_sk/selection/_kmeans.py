@@ -30,7 +30,11 @@ def _nearest_untaken(F, centres):
     """
     F = np.asarray(F)
     mu = F.mean(axis=0, dtype=np.float64)
-    Fc = np.subtract(F, mu, dtype=np.float32)
+    # centred in float64 and rounded once to float32 (numpy buffers the float64
+    # difference chunk by chunk): rounding the raw values first would add an error
+    # proportional to the features' offset, not to their spread, which the bound ignores
+    Fc = np.empty(F.shape, dtype=np.float32)
+    np.subtract(F, mu, out=Fc)
     Cc = (np.asarray(centres, dtype=np.float64) - mu).astype(np.float32)
     n, d = Fc.shape
     f_sq = np.einsum("ij,ij->i", Fc, Fc, dtype=np.float64)

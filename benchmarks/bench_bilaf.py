@@ -11,6 +11,7 @@ Usage::
     python benchmarks/bench_bilaf.py                     # N=50k: BiLAF + ActiveFT
     python benchmarks/bench_bilaf.py --scaling           # N=10k, 50k, 200k, 1M (BiLAF)
     python benchmarks/bench_bilaf.py --skip-activeft --sizes 50000
+    python benchmarks/bench_bilaf.py --big-cluster       # one 30,000-member cluster
 
 Prints per-stage times and peak memory (RSS high-water mark of the process, so each size
 runs in a fresh subprocess); writes
@@ -79,6 +80,54 @@ def run_bilaf(n, activeft=False):
     return out
 
 
+def big_cluster_data(n=50_000, big=30_000, n_blobs=50, d=384, seed=0):
+    """``big`` points around one centre, the rest spread over ``n_blobs - 1`` others.
+
+    Centres are drawn from N(0, 2^2) and points are a centre plus N(0, 1) noise, as in
+    :func:`_common.make_data`; in 384-d the centres are far apart next to the noise, so
+    the core drawn from each blob gets that blob's points.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(n_blobs, d))
+    blob = np.concatenate([np.zeros(big, dtype=int), rng.integers(1, n_blobs, size=n - big)])
+    blob = blob[rng.permutation(n)]
+    X = (centres[blob] + rng.normal(size=(n, d))).astype(np.float32)
+    cores = np.array([np.flatnonzero(blob == b)[0] for b in range(n_blobs)])
+    return X, cores
+
+
+def run_big_cluster():
+    """BiLAF (cores given, K = 50, B = 500) on 50,000 x 384 with one 30,000-member cluster."""
+    from peal_sk.selection import BiLAFSelector
+
+    X, cores = big_cluster_data()
+    rss_data = peak_rss_mib()
+    sel = BiLAFSelector(core_indices=cores)
+    t0, c0 = time.perf_counter(), time.process_time()
+    idx = sel.select(X, 500)
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = peak_rss_mib()
+    # the cluster sizes: nearest core of every sample (after the timing)
+    C = X[cores].astype(np.float64)
+    near = np.argmin((C**2).sum(1)[None, :] - 2 * X.astype(np.float64) @ C.T, axis=1)
+    sizes = np.bincount(near, minlength=len(cores))
+    return {
+        "n": X.shape[0],
+        "d": X.shape[1],
+        "K": len(cores),
+        "B": 500,
+        "largest_cluster": int(sizes.max()),
+        "bilaf_total_s": total,
+        "bilaf_cpu_s": cpu,
+        "stages_s": {k: round(v, 4) for k, v in sel.timings_.items()},
+        "n_selected": int(idx.size),
+        "n_unique": int(np.unique(idx).size),
+        "peak_rss_mib": round(peak, 1),
+        "data_rss_mib": round(rss_data, 1),
+        "data_mib": round(X.nbytes / 2**20, 1),
+    }
+
+
 def report(r):
     st = r["stages_s"]
     print(
@@ -99,11 +148,32 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000])
     parser.add_argument("--scaling", action="store_true", help="N = 10k, 50k, 200k, 1M")
     parser.add_argument("--skip-activeft", action="store_true")
+    parser.add_argument(
+        "--big-cluster",
+        action="store_true",
+        help="one 30,000-member cluster in 50,000 x 384 (K = 50, B = 500)",
+    )
+    parser.add_argument("--child-big", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-activeft", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_bilaf(args.child, activeft=args.child_activeft)))
+        return
+    if args.child_big:
+        print(json.dumps(run_big_cluster()))
+        return
+    if args.big_cluster:  # a fresh process: its peak RSS is this selection's
+        cmd = [sys.executable, __file__, "--child-big"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        report(r)
+        print(f"  largest cluster {r['largest_cluster']:,} members; CPU {r['bilaf_cpu_s']:.1f} s")
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / "bilaf_big_cluster.json"
+        meta = run_metadata("bench_bilaf.py")
+        path.write_text(json.dumps({"meta": meta, "results": [r]}, indent=2) + "\n")
+        print(f"wrote {path}")
         return
     sizes = sorted(CONFIGS) if args.scaling else args.sizes
     results = []

@@ -399,6 +399,10 @@ def main(argv=None):
             f"features not found: {args.features} (run benchmarks/cifar10_oneshot.py once to "
             "embed CIFAR-10, or pass --features)"
         )
+    if args.probe:  # checked before an hour of selections, not after
+        missing = [str(p) for p in (args.test_features, args.data) if not p.exists()]
+        if missing:
+            sys.exit(f"--probe needs {' and '.join(missing)} (pass --test-features / --data)")
     unknown = set(args.strategies) - set(STRATEGY_NAMES)
     if unknown:
         sys.exit(f"unknown strategies {sorted(unknown)}; known: {STRATEGY_NAMES}")
@@ -460,7 +464,7 @@ def main(argv=None):
             )
 
     probe = {}
-    if args.probe and args.test_features.exists() and args.data.exists():
+    if args.probe:
         F_tr, F_te = np.load(args.features), np.load(args.test_features)
         d = np.load(args.data)
         y_tr, y_te = d["train_labels"], d["test_labels"]

@@ -85,7 +85,7 @@ def big_cluster_data(n=50_000, big=30_000, n_blobs=50, d=384, seed=0):
 
     Centres are drawn from N(0, 2^2) and points are a centre plus N(0, 1) noise, as in
     :func:`_common.make_data`; in 384-d the centres are far apart next to the noise, so
-    the core drawn from each blob gets that blob's points.
+    the core of each blob (its first point) gets that blob's points.
     """
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=2.0, size=(n_blobs, d))

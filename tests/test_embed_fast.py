@@ -94,6 +94,19 @@ def test_batched_output_is_channels_last_view():
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("config", CONFIGS)
+def test_planar_output_has_the_same_values(config):
+    """channels_last=False: contiguous NCHW planes with the channels-last path's values,
+    for arrays and for the per-image (Pillow) path."""
+    X = np.random.default_rng(4).integers(0, 256, size=(3, 20, 27, 3), dtype=np.uint8)
+    fast, planar = Preprocessor(config), Preprocessor(config, channels_last=False)
+    want, got = fast.array_batch(X), planar.array_batch(X)
+    assert got.is_contiguous() and not want.is_contiguous()
+    assert torch.equal(got, want)
+    pixels = np.stack([fast.pil_pixels(Image.fromarray(x)) for x in X])
+    assert torch.equal(planar.normalize(pixels), fast.normalize(pixels))
+
+
 def test_unusual_transform_falls_back_to_pillow():
     # crop_mode "squash" resizes both sides: not the shorter-side chain, so per image
     config = {**CONFIGS[0], "crop_mode": "squash"}

@@ -356,7 +356,10 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
                     return cached
         model, config = self._model()
         engine = self._make_engine(engine_name, model, config)
-        pre = None if source.kind == "features" else Preprocessor(config)
+        pre = None
+        if source.kind != "features":
+            # the layout the engine takes without a copy: NCHW for ONNX Runtime
+            pre = Preprocessor(config, channels_last=engine.name == "torch")
         batch_size = self._batch_size_for(engine.name, model)
         batches = iter_batches(source, pre, batch_size, progress=self.progress)
         out = []

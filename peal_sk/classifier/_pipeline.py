@@ -132,6 +132,10 @@ class Preprocessor:
     ----------
     data_config : dict
         As for :func:`~peal_sk.classifier._images.make_transform`.
+    channels_last : bool, default=True
+        The memory layout of the batches: channels-last (a strided view of
+        ``(n, h, w, 3)``, what torch's convolutions run fastest on) or contiguous NCHW
+        (what ONNX Runtime takes without a copy). Same values either way.
 
     Attributes
     ----------
@@ -142,9 +146,10 @@ class Preprocessor:
         the batched paths reproduce; otherwise every image goes through ``transform``.
     """
 
-    def __init__(self, data_config):
+    def __init__(self, data_config, *, channels_last=True):
         from torchvision import transforms as T
 
+        self.channels_last = bool(channels_last)
         self.transform = make_transform(data_config)
         steps = list(getattr(self.transform, "transforms", []))
         self.batched = False
@@ -191,8 +196,8 @@ class Preprocessor:
     def array_batch(self, batch):
         """Tensors of an image array batch ``(n, H, W[, C])``, or None when not batched.
 
-        Bit-identical to ``transform`` applied to each image (as a PIL image). The
-        result has channels-last memory (a strided view of ``(n, h, w, 3)``).
+        Bit-identical to ``transform`` applied to each image (as a PIL image), in the
+        memory layout of ``channels_last``.
         """
         if not self.batched:
             return None
@@ -219,13 +224,21 @@ class Preprocessor:
         return np.asarray(self._resize_crop(image))
 
     def normalize(self, pixels):
-        """uint8 ``(n, h, w, 3)`` -> normalised float32 ``(n, 3, h, w)``, channels-last.
+        """uint8 ``(n, h, w, 3)`` -> normalised float32 ``(n, 3, h, w)``.
 
         A table lookup of the values ``ToTensor`` and ``Normalize`` compute (the same
-        float32 operations), so identical to them.
+        float32 operations), so identical to them. Channels-last memory, or contiguous
+        NCHW planes (one lookup per channel, several times faster than the interleaved
+        one, and no copy later for an engine that wants NCHW) with ``channels_last=False``.
         """
-        out = self._table[np.arange(3), pixels]  # (n, h, w, 3) float32
-        return torch.from_numpy(out).permute(0, 3, 1, 2)
+        if self.channels_last:
+            out = self._table[np.arange(3), pixels]  # (n, h, w, 3) float32
+            return torch.from_numpy(out).permute(0, 3, 1, 2)
+        n, h, w, _ = pixels.shape
+        out = np.empty((n, 3, h, w), dtype=np.float32)
+        for c in range(3):  # mode="clip": no bounds check (uint8 < 256), no buffering
+            np.take(self._table[c], pixels[..., c], out=out[:, c], mode="clip")
+        return torch.from_numpy(out)
 
 
 def _one_image(source, pre, i):

@@ -20,8 +20,8 @@ about 0.65 s here, against 7.0 s for the official code; benchmarks/bench_bilaf.p
   duplicated samples get bit-identical distances; clusters with more than
   ``_DENSE_MAX`` distinct rows compute blocks on demand instead;
 * denoising: for each member not added yet, a sorted buffer of its ``n_neighbors``
-  smallest distances to the added ones, merged with each new ring (once full, only the
-  new distances below a row's current largest are picked out and merged);
+  smallest distances to the added ones, merged with each new ring (in a large cluster,
+  once a buffer is full, only the new distances below its largest are picked out);
 * ``d_in`` of a large cluster: each block of the kept x kept upper triangle is computed
   once and gives both its row and its column sums (one 30,000-member cluster: 7.4 s,
   against 13.8 s for every row against every kept member; bench_bilaf.py --big-cluster);

@@ -109,19 +109,24 @@ def check_features(X, *, name="X_pool", n_features=None):
         )
     if arr.dtype != np.float32:
         arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
+    # the extremes answer both questions without a temporary of the pool's size (a NaN
+    # or an infinity makes one of them non-finite): on a 50,000 x 1,280 float32 pool the
+    # elementwise isfinite and abs took 0.75 s, most of it page faults of the temporaries
+    lo, hi = float(arr.min()), float(arr.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(
             f"{name} contains NaN or infinite values (first at row {bad[0]}, column "
             f"{bad[1]}: {arr[bad[0], bad[1]]!r})."
         )
     # squared distances sum n_features terms of up to (2 * max|x|)^2 each
-    scale = float(np.max(np.abs(arr))) * 2.0 * np.sqrt(arr.shape[1])
+    magnitude = max(abs(lo), abs(hi))
+    scale = magnitude * 2.0 * np.sqrt(arr.shape[1])
     if arr.dtype == np.float32 and scale > _SAFE_NORM[np.float32]:
         arr = arr.astype(np.float64)
     if scale > _SAFE_NORM[np.float64]:
         raise ValueError(
-            f"{name} has values of magnitude {np.max(np.abs(arr)):.3g}: squared distances "
+            f"{name} has values of magnitude {magnitude:.3g}: squared distances "
             "would overflow even in float64. Rescale the features (e.g. StandardScaler) "
             "first."
         )

@@ -593,9 +593,10 @@ def test_cluster_distance_matrix(n, d):
 
 @pytest.mark.parametrize("dense", [True, False])
 def test_k_smallest_merge_is_bit_identical(monkeypatch, dense):
-    """The denoising k-buffer, merged by picking out only the distances below each row's
-    k-th (with ties, duplicated members and rows that gain nothing), equals sorting the
-    concatenation of the old buffer and the new distances, bit for bit."""
+    """The denoising k-buffer (a large cluster: merged by picking out only the distances
+    below each row's k-th; a dense one: partitioned), with ties, duplicated members and
+    rows that gain nothing, equals sorting the concatenation of the old buffer and the
+    new distances, bit for bit."""
     import peal_sk.selection._bilaf as bilaf_module
     from peal_sk.selection._bilaf import _ClusterDistances, _k_smallest
 

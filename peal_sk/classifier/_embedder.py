@@ -358,8 +358,8 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         engine = self._make_engine(engine_name, model, config)
         pre = None
         if source.kind != "features":
-            # the layout the engine takes without a copy: NCHW for ONNX Runtime
-            pre = Preprocessor(config, channels_last=engine.name == "torch")
+            # the layout the engine takes without a copy (channels-last for torch CNNs)
+            pre = Preprocessor(config, channels_last=engine.channels_last)
         batch_size = self._batch_size_for(engine.name, model)
         batches = iter_batches(source, pre, batch_size, progress=self.progress)
         out = []

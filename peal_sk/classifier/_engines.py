@@ -84,6 +84,12 @@ class TorchEngine:
         The pristine backbone (not modified: a copy is made when needed).
     device : str
     precision : {"fp32", "bf16", "fp16"}
+
+    Attributes
+    ----------
+    channels_last : bool
+        Whether the model runs in channels-last memory (CNNs), which is then also the
+        input layout it takes without a copy.
     """
 
     name = "torch"
@@ -108,12 +114,6 @@ class TorchEngine:
                 return self.model(xb).float().cpu()
 
 
-def _same_padding(size, kernel, stride, dilation):
-    """TF "same" padding of one axis (timm's ``get_same_padding``), as (before, after)."""
-    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
 def static_same_padding(model, input_size):
     """``model``, or a copy whose TF-style "same" convolutions pad by constants.
 
@@ -126,10 +126,8 @@ def static_same_padding(model, input_size):
     constant: the copy pads by it (``nn.ZeroPad2d``) before a plain ``nn.Conv2d`` with the
     same weights, the same arithmetic, which ONNX Runtime folds into the convolution.
     """
-    try:
-        from timm.layers import Conv2dSame
-    except ImportError:  # pragma: no cover - timm is a dependency; be safe anyway
-        return model
+    from timm.layers import Conv2dSame, get_same_padding
+
     same = [name for name, m in model.named_modules() if type(m) is Conv2dSame]
     if not same:
         return model
@@ -154,12 +152,11 @@ def static_same_padding(model, input_size):
     model = copy.deepcopy(model)
     for name in same:
         conv = model.get_submodule(name)
-        top, bottom = _same_padding(
-            sizes[name][0], conv.kernel_size[0], conv.stride[0], conv.dilation[0]
-        )
-        left, right = _same_padding(
-            sizes[name][1], conv.kernel_size[1], conv.stride[1], conv.dilation[1]
-        )
+        # split as timm's pad_same does: the odd pixel goes after
+        geometry = zip(sizes[name], conv.kernel_size, conv.stride, conv.dilation, strict=True)
+        pad_h, pad_w = (get_same_padding(size, k, st, dil) for size, k, st, dil in geometry)
+        top, bottom = pad_h // 2, pad_h - pad_h // 2
+        left, right = pad_w // 2, pad_w - pad_w // 2
         plain = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
@@ -223,6 +220,8 @@ class OnnxEngine:
     """
 
     name = "onnxruntime"
+    #: the input layout it takes without a copy: contiguous NCHW
+    channels_last = False
 
     def __init__(self, model, input_size, path, n_threads=None):
         import onnxruntime as ort

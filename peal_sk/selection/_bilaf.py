@@ -334,7 +334,7 @@ def _k_smallest(dist, rows, cols, k, prev=None):
 
     Sorted ascending, bit for bit ``np.sort(np.concatenate([prev, D], 1))[:, :k]``, but
     computed in blocks of rows (so no ``rows x cols`` matrix is held) and by a partition
-    before the sort.
+    before the sort, or (a large cluster, ``prev`` full) by :func:`_merge_smaller`.
     """
     width = min(k, cols.size + (0 if prev is None else prev.shape[1]))
     if prev is not None and prev.shape[1] == width and dist.D is None:

@@ -29,13 +29,40 @@ def run_metadata(script):
     }
 
 
+#: the /proc/cpuinfo flags that decide the fast paths (SIMD width, native bfloat16, AMX)
+CPU_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "avx_vnni",
+)
+
+
+def cpu_flags():
+    """The CPU_FLAGS this CPU has (Linux; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in CPU_FLAGS if f in have]
+    return []
+
+
 def compute_metadata():
     """BLAS libraries and threads (threadpoolctl), the load average, and torch's threads and
     CPU capability once the script has loaded torch.
 
     torch is not imported here: the fields appear when the script has imported it.
     """
-    info = {}
+    info = {"cpu_flags": cpu_flags()}  # the CPU capability, also without torch
     try:
         from threadpoolctl import threadpool_info
 

@@ -79,33 +79,6 @@ def load_images(path, n):
     return out
 
 
-#: the /proc/cpuinfo flags that decide the fast paths (SIMD width, native bfloat16)
-CPU_FLAGS = (
-    "avx",
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "amx_tile",
-    "amx_bf16",
-    "avx_vnni",
-)
-
-
-def cpu_flags():
-    """The CPU_FLAGS this CPU has (Linux; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            have = set(line.split(":", 1)[1].split())
-            return [f for f in CPU_FLAGS if f in have]
-    return []
-
-
 def torch_config():
     """The lines of torch's build configuration about the CPU (BLAS, oneDNN, OpenMP)."""
     keep = ("Math Kernel", "MKL-DNN", "OpenMP", "CPU capability", "LAPACK", "NNPACK")
@@ -337,7 +310,6 @@ def main(argv=None):
         {
             "load_average_start": load_start,
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
-            "cpu_flags": cpu_flags(),
             "torch_config": torch_config(),
             "torch": torch.__version__,
             "timm": timm.__version__,

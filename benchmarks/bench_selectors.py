@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_flags
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -326,9 +327,8 @@ def metadata(args):
             for i in threadpool_info()
         ],
     }
+    meta["cpu_flags"] = cpu_flags()
     try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0]
-        meta["cpu_simd"] = sorted({f for f in flags.split() if f.startswith(("avx", "fma"))})
         model = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
         meta["cpu_model"] = model[0].split(":", 1)[1].strip() if model else None
     except (OSError, IndexError):

@@ -189,13 +189,17 @@ def test_kmeans_faiss_inertia_close_to_sklearn():
 
 
 @pytest.mark.parametrize("kind", ["blobs", "duplicates", "integers", "nonneg32"])
-def test_kmeans_nearest_untaken_same_as_before(kind):
-    """The float32 screen picks what the float64 screen picked, ties included."""
+@pytest.mark.parametrize("dtype", [None, np.float32])
+def test_kmeans_nearest_untaken_same_as_before(kind, dtype):
+    """The float32 screen picks what the float64 screen picked, ties included; a float32
+    pool is screened as it is (not centred), with its larger rounding bound."""
     from peal_sk.selection._kmeans import _nearest_untaken
 
     X = _features(kind, 9, n=500)
     if kind == "blobs":  # far from the origin: rounding grows with the offset
         X = X + 1e5
+    if dtype is not None:
+        X = X.astype(dtype)
     rng = np.random.default_rng(1)
     for centres in (
         X[rng.choice(len(X), 60, replace=False)],  # exactly on samples (and duplicates)

@@ -176,7 +176,7 @@ def child(job):
         out["seconds"] = time.perf_counter() - t0
         out["cpu_seconds"] = time.process_time() - c0
         out["idx"] = idx.tolist()
-        for attr in ("inertia_", "timings_", "n_iter_"):
+        for attr in ("inertia_", "timings_", "n_iter_", "n_iter_subspace_"):
             if hasattr(sel, attr):
                 v = getattr(sel, attr)
                 out[attr.rstrip("_")] = v if not isinstance(v, np.ndarray) else v.tolist()

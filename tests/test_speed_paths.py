@@ -272,12 +272,63 @@ def test_kmeans_restarts_keep_the_best_run(monkeypatch):
     assert_allclose(many.cluster_centers_, best[2].astype(np.float64))
 
 
+def test_kmeans_subspace_start(monkeypatch):
+    """``init="subspace"``: Lloyd in the top principal axes first, then in full space from
+    those clusters' means; seeded, at least as good as scikit-learn's within 5 %."""
+    from peal_sk.selection import _kmeans
+
+    monkeypatch.setattr(_kmeans, "SUBSPACE_COMPONENTS", 4)
+    X = _features("blobs", 4, n=600, d=16)
+    sub = KMeansSelector(random_state=0)  # "auto": 16 > 2 x 4 features
+    idx = sub.select(X, 20)
+    assert sub.n_iter_subspace_ >= 1 and sub.n_iter_ >= 1
+    assert np.unique(idx).size == 20
+    assert_array_equal(idx, KMeansSelector(init="subspace", random_state=0).select(X, 20))
+    sk = KMeansSelector(backend="sklearn", random_state=0)
+    sk.select(X, 20)
+    assert sub.inertia_ <= 1.05 * sk.inertia_
+    # "random" is the previous start: no subspace stage, the rows drawn as before
+    rnd = KMeansSelector(init="random", random_state=0)
+    rnd.select(X, 20)
+    assert rnd.n_iter_subspace_ == 0
+    monkeypatch.setattr(_kmeans, "SUBSPACE_COMPONENTS", 8)  # 16 is not > 2 x 8: random
+    auto = KMeansSelector(random_state=0)
+    assert_array_equal(auto.select(X, 20), rnd.select(X, 20))
+    assert auto.n_iter_subspace_ == 0 and auto.inertia_ == rnd.inertia_
+
+
+def test_kmeans_subspace_pieces(monkeypatch):
+    """The principal axes are the sample covariance's top eigenvectors; the cluster means
+    are plain means, an empty cluster keeping its fallback row."""
+    from peal_sk.selection import _kmeans
+
+    monkeypatch.setattr(_kmeans, "SUBSPACE_COMPONENTS", 3)
+    X = _features("nonneg32", 3, n=300, d=10)  # 300 rows: the sample is the whole pool
+    mu, V = _kmeans._principal_axes(X, seed=0)
+    assert_allclose(mu, X.astype(np.float64).mean(axis=0))
+    assert_allclose(V.T @ V, np.eye(3), atol=1e-12)
+    from sklearn.decomposition import PCA
+
+    W = PCA(n_components=3).fit(X.astype(np.float64)).components_.T
+    assert_allclose(V @ V.T, W @ W.T, atol=1e-8)  # the same subspace (signs may differ)
+    labels = np.repeat([0, 2], 150)  # label 1 has no rows
+    fallback = np.arange(30.0).reshape(3, 10)
+    means = _kmeans._cluster_means(X, labels, fallback)
+    assert_allclose(means[0], X[:150].astype(np.float64).mean(axis=0))
+    assert_allclose(means[2], X[150:].astype(np.float64).mean(axis=0))
+    assert_array_equal(means[1], fallback[1])
+
+
 def test_kmeans_validates_parameters():
     X = _features("blobs", 0, n=30)
     with pytest.raises(InvalidParameterError, match="'backend' parameter"):
         KMeansSelector(backend="cuml").select(X, 3)
     with pytest.raises(InvalidParameterError, match="'max_iter' parameter"):
         KMeansSelector(max_iter="all").select(X, 3)
+    with pytest.raises(InvalidParameterError, match="'init' parameter"):
+        KMeansSelector(init="k-means++").select(X, 3)
+    with pytest.raises(ValueError, match="init='subspace' needs backend='faiss'"):
+        KMeansSelector(backend="sklearn", init="subspace").select(X, 3)
 
 
 # -- BiLAF and the blocking layer -------------------------------------------------------

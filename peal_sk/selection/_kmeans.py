@@ -219,9 +219,10 @@ class KMeansSelector(BaseSelector):
     Parameters
     ----------
     backend : {"faiss", "sklearn"}, default="faiss"
-        ``"faiss"``: faiss's k-means (random initial centres, ``max_iter`` Lloyd
-        iterations, float32); about 10x faster than scikit-learn on a 50,000-sample pool
-        at 1,000 clusters, with an inertia within 1 % of it. ``"sklearn"``:
+        ``"faiss"``: faiss's k-means (float32 Lloyd iterations from the start chosen by
+        ``init``); on a 50,000 x 1,280 pool at 1,000 clusters about 19x faster than
+        scikit-learn with the default start (9-10x from random rows), with an inertia
+        within 1 % of it (benchmarks/README.md). ``"sklearn"``:
         :class:`sklearn.cluster.KMeans` (k-means++, run to convergence), the behaviour of
         peal_sk 0.1; the two give different selections for the same seed.
     n_init : "auto" or int, default="auto"
@@ -240,9 +241,9 @@ class KMeansSelector(BaseSelector):
         random rows; the full-space means of those clusters then start the full-space
         Lloyd iterations. The subspace iterations cost ``128 / n_features`` of a
         full-space one and do most of the moving, so far fewer full-space iterations
-        follow: on CIFAR-10 features (50,000 x 1,280, 1,000 clusters) 13 subspace and 3
-        full-space iterations, 2.2x faster than 12 from random rows, and an objective
-        0.8 % lower (as low as scikit-learn's k-means++ run to convergence).
+        follow: on CIFAR-10 features (50,000 x 1,280, 1,000 clusters) 13-14 subspace and
+        3 full-space iterations, 1.9x faster than 12-13 from random rows, and an
+        objective 0.9 % lower (as low as scikit-learn's k-means++ run to convergence).
         ``"auto"``: ``"subspace"`` when the features have more than twice 128
         dimensions, else ``"random"``. The ``"sklearn"`` backend always starts from
         k-means++ and takes only ``"auto"``.

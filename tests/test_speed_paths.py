@@ -311,6 +311,13 @@ def test_kmeans_subspace_pieces(monkeypatch):
 
     W = PCA(n_components=3).fit(X.astype(np.float64)).components_.T
     assert_allclose(V @ V.T, W @ W.T, atol=1e-8)  # the same subspace (signs may differ)
+    # wide features: a seeded randomized SVD instead of the eigendecomposition
+    monkeypatch.setattr(_kmeans, "SUBSPACE_EXACT_MAX", 4)
+    mu_r, V_r = _kmeans._principal_axes(X, seed=0)
+    assert_allclose(mu_r, mu)
+    assert_allclose(V_r.T @ V_r, np.eye(3), atol=1e-10)
+    assert_allclose(V_r @ V_r.T, W @ W.T, atol=1e-6)
+    assert_array_equal(V_r, _kmeans._principal_axes(X, seed=0)[1])  # deterministic
     labels = np.repeat([0, 2], 150)  # label 1 has no rows
     fallback = np.arange(30.0).reshape(3, 10)
     means = _kmeans._cluster_means(X, labels, fallback)

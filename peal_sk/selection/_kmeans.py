@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..base import BaseSelector
 from ..utils._blocks import block_rows
+from ..utils._neighbors import nearest_distances
 from ._lowbudget_common import distinct_rows
 from ._registry import register_selector
 
@@ -166,16 +167,12 @@ def _subspace_start(X32, init, axes, *, seed, max_iter):
     """Full-space starting centres for the rows ``init``: k-means of the pool projected on
     the principal ``axes`` (from those rows' projections), and the full-space mean of
     each of its clusters. Returns the centres (float32) and the subspace iterations."""
-    import faiss
-
     mu, V = axes
     # projection without a centred copy of the pool: (x - mu) V = x V - mu V
     Y = X32 @ V.astype(np.float32)
     Y -= (mu @ V).astype(np.float32)
     centres, _, done = _faiss_lloyd(Y, Y[init], seed=seed, max_iter=max_iter)
-    index = faiss.IndexFlatL2(Y.shape[1])
-    index.add(np.ascontiguousarray(centres))
-    labels = index.search(Y, 1)[1].ravel()
+    labels = nearest_distances(Y, centres, backend="faiss")[1]
     del Y
     return _cluster_means(X32, labels, X32[init]).astype(np.float32), done
 

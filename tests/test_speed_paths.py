@@ -101,9 +101,19 @@ def test_activeft_same_selection_as_before(kind):
             assert_array_equal(new, grouped)
 
 
-def test_activeft_bounds_skip_work_and_stay_exact():
-    """Most rows are proven by the bounds (not recomputed); the argmax matches dense."""
-    X = _features("blobs", 8, n=600, d=16)
+@pytest.mark.parametrize("kind", ["blobs", "nonneg32"])
+@pytest.mark.parametrize("max_snapshots", [16, 2])
+def test_activeft_bounds_skip_work_and_stay_exact(kind, max_snapshots, monkeypatch):
+    """Most rows are proven by the bounds (not recomputed); the argmax matches dense.
+
+    ``blobs`` has negative features (the Cauchy-Schwarz bound), ``nonneg32`` none (the
+    bound on the positive part of each centroid's displacement). With two snapshots
+    the rows of the oldest are carried to the newest by the bound (rebased).
+    """
+    from peal_sk.selection import _activeft
+
+    monkeypatch.setattr(_activeft, "_MAX_SNAPSHOTS", max_snapshots)
+    X = _features(kind, 8, n=600, d=16)
     seen = []
     original = _BoundedForward.step
 
@@ -120,16 +130,45 @@ def test_activeft_bounds_skip_work_and_stay_exact():
         _BoundedForward.step = original
     assert all(seen) and len(seen) == 80
     assert info["n_recomputed"] < 0.5 * 600 * 80
+    if max_snapshots == 2:
+        assert info["n_rebased"] > 0
 
 
 def test_activeft_snapshot_cap_keeps_selection(monkeypatch):
     """With only two centroid snapshots kept, stale rows are recomputed: same result."""
     X = _features("nonneg32", 2)
-    ref = activeft_select(X, 9, np.random.default_rng(3), max_iter=50)[0]
+    ref, info = activeft_select(X, 9, np.random.default_rng(3), max_iter=50)
     from peal_sk.selection import _activeft
 
     monkeypatch.setattr(_activeft, "_MAX_SNAPSHOTS", 2)
-    assert_array_equal(activeft_select(X, 9, np.random.default_rng(3), max_iter=50)[0], ref)
+    idx, capped = activeft_select(X, 9, np.random.default_rng(3), max_iter=50)
+    assert_array_equal(idx, ref)
+    assert_array_equal(capped["loss"], info["loss"])  # bit for bit
+    assert capped["n_recomputed"] > info["n_recomputed"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_activeft_bound_decides_work_not_values(seed, monkeypatch):
+    """Which bound lets rows through changes how many are recomputed, never a value.
+
+    On non-negative features the bound on the positive part of the displacement proves
+    more rows than Cauchy-Schwarz; the loss curve, centroids and picks are the same bit
+    for bit, since ``s_i`` comes from the same kernels whichever rows are recomputed.
+    """
+    from peal_sk.selection import _activeft
+
+    X = _features("nonneg32", 10 + seed, n=900, d=32)
+    kw = dict(max_iter=120, learning_rate=3e-3)
+    idx, info = activeft_select(X, 12, np.random.default_rng(seed), **kw)
+    assert _BoundedForward(X.copy(), 12).nonneg  # the data has no negative feature
+    monkeypatch.setattr(_activeft, "_POSITIVE_PART_BOUND", False)
+    assert not _BoundedForward(X.copy(), 12).nonneg
+    idx_cs, info_cs = activeft_select(X, 12, np.random.default_rng(seed), **kw)
+    assert_array_equal(idx_cs, idx)
+    assert_array_equal(info_cs["order"], info["order"])
+    assert_array_equal(info_cs["loss"], info["loss"])
+    assert_array_equal(info_cs["centroids"], info["centroids"])
+    assert info["n_recomputed"] < info_cs["n_recomputed"]
 
 
 def test_activeft_resorts_reuse_two_buffers(monkeypatch):

@@ -25,7 +25,7 @@ _MARGIN = 0.1
 _MAX_SNAPSHOTS = 16
 #: Samples whose best centroid changed are handled apart until they are this fraction
 #: (each costs a gathered dot product and scatter per iteration, a re-sort one copy of the
-#: features: on the CIFAR-10 features 0.04 was 5-8 % faster than 0.125 in four paired
+#: features: on the CIFAR-10 features 0.04 was 4-9 % faster than 0.125 in four paired
 #: runs at K = 50 and 250).
 _RESORT_FRACTION = 0.04
 #: On non-negative features, bound by the positive part of each centroid's displacement

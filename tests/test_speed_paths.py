@@ -135,7 +135,8 @@ def test_activeft_bounds_skip_work_and_stay_exact(kind, max_snapshots, monkeypat
 
 
 def test_activeft_snapshot_cap_keeps_selection(monkeypatch):
-    """With only two centroid snapshots kept, stale rows are recomputed: same result."""
+    """With only two centroid snapshots kept, the rows of the older one are rebased onto
+    the newest (looser bounds, more rows recomputed): the same result, bit for bit."""
     X = _features("nonneg32", 2)
     ref, info = activeft_select(X, 9, np.random.default_rng(3), max_iter=50)
     from peal_sk.selection import _activeft

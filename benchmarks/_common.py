@@ -1,5 +1,6 @@
-"""Shared by the benchmark scripts: the synthetic pool and the run metadata."""
+"""Shared by the benchmark scripts: the synthetic pool, the run metadata, result files."""
 
+import json
 import os
 import platform
 import sys
@@ -16,6 +17,20 @@ def make_data(n, d=384, n_centres=100, seed=0):
     X = centres[rng.integers(n_centres, size=n)]
     X += rng.standard_normal(size=(n, d), dtype=np.float32)
     return X
+
+
+def write_json(path, result):
+    """Write ``result`` to ``path`` as indented JSON, atomically: a killed run leaves the
+    previous result file whole (written to a temporary file beside it, then renamed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {path}")
 
 
 def run_metadata(script):

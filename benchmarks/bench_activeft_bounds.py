@@ -23,7 +23,7 @@ import sys
 import time
 
 import numpy as np
-from _common import run_metadata
+from _common import run_metadata, write_json
 from bench_selectors import FEATURES, RESULTS
 
 BOUNDS = {"positive-part": True, "cauchy-schwarz": False}
@@ -100,10 +100,7 @@ def main(argv=None):
         "table_markdown": table,
         "runs": runs,
     }
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=2)
-        fh.write("\n")
-    print("wrote", args.out)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import make_data, run_metadata
+from _common import make_data, run_metadata, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -162,8 +162,7 @@ def main():
         RESULTS.mkdir(exist_ok=True)
         path = RESULTS / "bilaf_big_cluster.json"
         meta = run_metadata("bench_bilaf.py")
-        path.write_text(json.dumps({"meta": meta, "results": [r]}, indent=2) + "\n")
-        print(f"wrote {path}")
+        write_json(path, {"meta": meta, "results": [r]})
         return
     sizes = sorted(CONFIGS) if args.scaling else args.sizes
     results = []
@@ -178,8 +177,7 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     meta = run_metadata("bench_bilaf.py")
     path = RESULTS / ("bilaf_scaling.json" if args.scaling else "bilaf.json")
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(path, {"meta": meta, "results": results})
 
 
 if __name__ == "__main__":

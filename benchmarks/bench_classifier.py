@@ -18,12 +18,11 @@ Writes ``benchmarks/results/classifier.json``.
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
-from _common import run_metadata
+from _common import run_metadata, write_json
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -154,8 +153,7 @@ def main():
     path = RESULTS / "classifier.json"
     meta = run_metadata("bench_classifier.py")
     meta["torch"] = torch.__version__
-    path.write_text(json.dumps({"meta": meta, "results": out}, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(path, {"meta": meta, "results": out})
 
 
 if __name__ == "__main__":

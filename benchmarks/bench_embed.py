@@ -42,7 +42,6 @@ the end).
 import argparse
 import contextlib
 import io
-import json
 import os
 import statistics
 import time
@@ -51,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import run_metadata
+from _common import run_metadata, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: the shared data folder next to the repository: ../shared/data/
@@ -331,8 +330,7 @@ def main(argv=None):
         meta["onnxruntime"] = None
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "embed.json"
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(path, {"meta": meta, "results": results})
 
 
 if __name__ == "__main__":

@@ -18,12 +18,11 @@ Writes ``benchmarks/results/featdist.json``.
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import make_data, run_metadata
+from _common import make_data, run_metadata, write_json
 from sklearn.metrics import pairwise_distances_argmin_min
 
 from peal_sk.selection import FeatureDistanceSelector, KCenterSelector
@@ -105,8 +104,7 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     meta = run_metadata("bench_featdist.py")
     path = RESULTS / "featdist.json"
-    path.write_text(json.dumps({"meta": meta, "results": res}, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(path, {"meta": meta, "results": res})
 
 
 if __name__ == "__main__":

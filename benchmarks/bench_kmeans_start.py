@@ -22,7 +22,7 @@ import sys
 import time
 
 import numpy as np
-from _common import run_metadata
+from _common import run_metadata, write_json
 from bench_selectors import DATA, FEATURES, RESULTS, TEST_FEATURES, probe_accuracy
 
 
@@ -110,10 +110,7 @@ def main(argv=None):
         "budget": args.budget,
     }
     out.update({"summary": summary, "table_markdown": table, "runs": runs})
-    with open(args.out, "w") as fh:
-        json.dump(out, fh, indent=2)
-        fh.write("\n")
-    print("wrote", args.out)
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import make_data, run_metadata
+from _common import make_data, run_metadata, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -402,8 +402,7 @@ def main():
         result = {**run_metadata("bench_scale.py"), "embedding": embedding}
     args.out = out
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

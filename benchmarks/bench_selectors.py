@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import cpu_flags
+from _common import cpu_flags, write_json
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -537,8 +537,7 @@ def main(argv=None):
             for k, v in results.items()
         ],
     }
-    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

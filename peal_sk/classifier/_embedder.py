@@ -3,6 +3,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -17,6 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import _autotune
 from ._engines import (
     ExportMismatch,
     OnnxEngine,
@@ -251,20 +253,41 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
                     "engine='onnxruntime' runs float32; got "
                     f"precision={self.precision!r}. Use precision='auto' or 'fp32'."
                 )
-            precision = "fp32"
-        else:
-            precision = resolve_precision(self.precision, device)
         model, config = self._model()
         self.n_features_out_ = int(model.num_features)
         self.data_config_ = dict(config)
-        self.precision_ = precision
-        if self.engine == "auto":
-            onnx_ok = on_cpu and precision == "fp32" and isinstance(self.backbone, str)
-            self.engine_ = "onnxruntime" if onnx_ok and onnx_available() else "torch"
-        else:
-            self.engine_ = self.engine
+        onnx_ok = on_cpu and isinstance(self.backbone, str) and onnx_available()
+        pairs = _autotune.candidates(
+            device, engine=self.engine, precision=self.precision, onnx_ok=onnx_ok
+        )
+        if self.engine == "onnxruntime":
+            pairs = [("onnxruntime", "fp32")]
+        elif not pairs:  # an explicit precision this device would emulate (it warns)
+            pairs = [("torch", resolve_precision(self.precision, device))]
+        batch_size = self._batch_size_for(pairs[0][0], model)
+        choice = _autotune.choose(
+            ("embedder", self._ident(), str(device)),
+            functools.partial(self._candidate_engine, model, config),
+            tuple(config["input_size"]),
+            device=device,
+            batch_size=batch_size,
+            pairs=pairs,
+        )
+        self.engine_, self.precision_ = choice.engine, choice.precision
+        self.autotune_ = choice.as_dict()
         self.batch_size_ = self._batch_size_for(self.engine_, model)
         return self
+
+    def _torch_precision(self):
+        """The precision inputs run in torch take (the fastest measured for torch)."""
+        if self.engine_ == "torch":
+            return self.precision_
+        rates = {
+            k.split("/")[1]: v
+            for k, v in self.autotune_["images_per_s"].items()
+            if k.startswith("torch/") and v is not None
+        }
+        return max(rates, key=rates.get) if rates else "fp32"
 
     def _batch_size_for(self, engine, model):
         """``batch_size`` resolved for ``engine`` and the backbone ``model``."""
@@ -296,17 +319,26 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
             self.img_size,
         )
 
-    def _make_engine(self, name, model, config):
+    def _onnx_path(self):
+        """Where the ONNX export is cached, or None (exported in memory)."""
+        # randomly initialised weights (pretrained=False, no checkpoint) differ from one
+        # process to the next: an export on disk would hold another draw's weights
+        fixed_weights = self.pretrained or self.checkpoint_path is not None
+        if not (isinstance(self.backbone, str) and fixed_weights):
+            return None
+        folder = Path(self.cache_dir) if self.cache_dir is not None else onnx_cache_dir()
+        return folder / export_key(self._ident())
+
+    def _candidate_engine(self, model, config, name, precision):
+        """An engine to time (an export that fails raises: that candidate is out)."""
         if name == "onnxruntime":
-            path = None
-            # randomly initialised weights (pretrained=False, no checkpoint) differ from one
-            # process to the next: an export on disk would hold another draw's weights
-            fixed_weights = self.pretrained or self.checkpoint_path is not None
-            if isinstance(self.backbone, str) and fixed_weights:
-                folder = Path(self.cache_dir) if self.cache_dir is not None else onnx_cache_dir()
-                path = folder / export_key(self._ident())
+            return OnnxEngine(model, tuple(config["input_size"]), self._onnx_path())
+        return TorchEngine(model, self._device(), precision)
+
+    def _make_engine(self, name, model, config, precision=None):
+        if name == "onnxruntime":
             try:
-                return OnnxEngine(model, tuple(config["input_size"]), path)
+                return OnnxEngine(model, tuple(config["input_size"]), self._onnx_path())
             except Exception as exc:
                 if self.engine != "auto":
                     raise
@@ -316,10 +348,13 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
                     UserWarning,
                     stacklevel=3,
                 )
-        return TorchEngine(model, self._device(), self.precision_)
+        if precision is None:
+            precision = self._torch_precision()
+        return TorchEngine(model, self._device(), precision)
 
     def _cache_path(self, source, engine):
-        ident = (*self._ident(), self.precision_)
+        precision = self.precision_ if engine == self.engine_ else self._torch_precision()
+        ident = (*self._ident(), precision)
         if engine != "torch":  # torch's keys are those of earlier versions
             ident = (*ident, engine)
         ident = repr(ident)
@@ -376,7 +411,7 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
                         UserWarning,
                         stacklevel=2,
                     )
-                    engine = TorchEngine(model, self._device(), self.precision_)
+                    engine = TorchEngine(model, self._device(), self._torch_precision())
                     out.append(engine(xb))
         finally:
             batches.close()

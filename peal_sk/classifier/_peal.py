@@ -2,9 +2,11 @@
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import contextlib
 import copy
 import functools
 import os
+import weakref
 from numbers import Integral, Real
 
 import numpy as np
@@ -15,11 +17,23 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
-from skorch.hf import AccelerateMixin
 from torch import nn
 
+from ._fast import (
+    FrozenPart,
+    PrefixModule,
+    SuffixModule,
+    checkpoint_ident,
+    fixed_weights,
+    merged_copy,
+    run_images,
+    run_module,
+    split_backbone,
+)
 from ._images import ImageDataset, check_images, make_transform
 from ._lora import inject_lora
+from ._nets import AcceleratedNeuralNetClassifier, PEALModule
+from ._store import RowStore, row_keys, subset
 from ._torch_utils import (
     autocast,
     check_accelerator,
@@ -32,111 +46,150 @@ from ._torch_utils import (
 
 __all__ = ["PEALClassifier"]
 
+#: frozen parts (pristine backbones, prefixes) with their per-image stores, per
+#: configuration: shared by every fit and clone in the process (the four last used)
+_frozen_parts = {}
+#: per fitted net: the merged network and the embeddings it computed (dropped with the net)
+_fitted_state = weakref.WeakKeyDictionary()
 
-class _PEALModule(nn.Module):
-    """Backbone + linear head; the forward pass runs under bf16 autocast when asked.
 
-    With ``cut`` set (timm ViTs), the backbone is split after block ``cut``: ``prefix``
-    maps images to the tokens entering block ``cut`` and ``embed_tokens`` finishes the
-    forward pass, so frozen prefix activations can be computed once and reused. While
-    ``token_input`` is True, ``forward`` takes those tokens instead of images.
+def _fork_rng(random_state):
+    """A context in which torch's global generator is seeded, restored afterwards.
+
+    Seeding inside ``torch.random.fork_rng`` leaves the user's generator as it was
+    (scikit-learn's rule: an estimator never reseeds the global generator).
     """
-
-    def __init__(self, backbone, n_features, n_classes, precision="fp32", cut=None):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(n_features, n_classes)
-        self.precision = precision
-        self.cut = cut
-        self.token_input = False
-
-    def _autocast(self, x):
-        return autocast(x, self.precision)
-
-    def prefix(self, x):
-        b = self.backbone
-        with self._autocast(x):
-            x = b.norm_pre(b.patch_drop(b._pos_embed(b.patch_embed(x))))
-            for block in b.blocks[: self.cut]:
-                x = block(x)
-        return x.float()
-
-    def embed_tokens(self, t):
-        b = self.backbone
-        with self._autocast(t):
-            for block in b.blocks[self.cut :]:
-                t = block(t)
-            return b.forward_head(b.norm(t), pre_logits=True).float()
-
-    def embed(self, x):
-        if self.cut is not None:
-            return self.embed_tokens(self.prefix(x))
-        with self._autocast(x):
-            return self.backbone(x).float()
-
-    def forward(self, x):
-        return self.head(self.embed_tokens(x) if self.token_input else self.embed(x))
-
-
-def _vit_cut(backbone, last_blocks):
-    """Index of the first adapted block when ``backbone`` is a timm ViT, else None."""
-    parts = ("patch_embed", "_pos_embed", "patch_drop", "norm_pre", "blocks", "norm")
-    if not all(hasattr(backbone, a) for a in parts) or not hasattr(backbone, "forward_head"):
-        return None
-    n_blocks = len(backbone.blocks)
-    return n_blocks - last_blocks if 0 < last_blocks < n_blocks else None
-
-
-class _AcceleratedNeuralNetClassifier(AccelerateMixin, NeuralNetClassifier):
-    """skorch's classifier net with :class:`skorch.hf.AccelerateMixin` (``accelerator``).
-
-    accelerate keeps a reference to every data loader it prepares (for its
-    ``save_state``); this net prepares one per ``fit`` / ``predict_proba`` call, so it
-    drops its own from that list: an active-learning loop does not keep every pool alive.
-    """
-
-    def _initialize_accelerator(self):
-        # accelerate (1.15) wraps every module it prepares for CPU processes in
-        # DistributedDataParallel, which refuses one without trainable parameters such as
-        # the loss (for GPU processes accelerate leaves those unwrapped): the criteria
-        # without trainable parameters are not prepared
-        criteria = self._criteria
-
-        def trainable(name):
-            criterion = getattr(self, name + "_", None)
-            return isinstance(criterion, nn.Module) and any(
-                p.requires_grad for p in criterion.parameters()
-            )
-
-        self._criteria = [name for name in criteria if trainable(name)]
-        try:
-            return super()._initialize_accelerator()
-        finally:
-            self._criteria = criteria
-
-    def get_iterator(self, *args, **kwargs):
-        iterator = super().get_iterator(*args, **kwargs)
-        loaders = getattr(self.accelerator, "_dataloaders", None)
-        if isinstance(loaders, list) and loaders and loaders[-1] is iterator:
-            loaders.pop()
-        return iterator
-
-    def __setstate__(self, state):
-        # skorch maps device=None (accelerate places the tensors) to the CPU, with a
-        # warning; a copy of this net belongs on the accelerator's device instead
-        placed = state.get("device") is None and state.get("accelerator") is not None
-        if placed:
-            state["device"] = str(state["accelerator"].device)
-        super().__setstate__(state)
-        if placed:
-            self.device = None
-
-
-def _seed_everything(random_state):
     if random_state is None:
-        return None
-    torch.manual_seed(int(random_state))
-    return int(random_state)
+        return contextlib.nullcontext()
+    ctx = torch.random.fork_rng(devices=[])
+    return _Seeded(ctx, int(random_state))
+
+
+class _Seeded:
+    def __init__(self, ctx, seed):
+        self.ctx, self.seed = ctx, seed
+
+    def __enter__(self):
+        self.ctx.__enter__()
+        torch.manual_seed(self.seed)
+        return self
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc)
+
+
+class _Mode:
+    """What ``finetune`` trains and how, resolved once (``finetune`` names one of these)."""
+
+    name = None
+
+    def adapt(self, est, backbone):
+        """Make the trainable part trainable; the adapted layers' names."""
+        return []
+
+    def module(self, est, backbone):
+        n_classes = len(est.classes_)
+        return PEALModule(backbone, est.n_features_out_, n_classes, est.precision_)
+
+    def head(self, module):
+        return module.head
+
+    def save(self, module, folder):
+        """Write what training changed besides the head."""
+
+    def load(self, est, backbone, folder):
+        """Restore what :meth:`save` wrote into ``backbone``; the module to wrap."""
+        return self.module(est, backbone)
+
+
+class _Linear(_Mode):
+    """Linear probing: the frozen backbone's embeddings, the head trained on them."""
+
+    name = "linear"
+
+    def adapt(self, est, backbone):
+        for p in backbone.parameters():
+            if not isinstance(p, nn.parameter.UninitializedParameter):
+                p.requires_grad_(False)
+        return []
+
+    def module(self, est, backbone):
+        est.backbone_ = backbone.to(est._device())
+        return nn.Linear(est.n_features_out_, len(est.classes_))
+
+    def head(self, module):
+        return module
+
+
+class _Lora(_Mode):
+    """LoRA adapters (and the head) trained; the backbone's own weights frozen."""
+
+    name = "lora"
+
+    def adapt(self, est, backbone):
+        return inject_lora(
+            backbone,
+            r=est.lora_r,
+            alpha=est.lora_alpha,
+            dropout=est.lora_dropout,
+            target_modules=est.target_modules,
+            last_blocks=est.lora_last_blocks,
+        )
+
+    def module(self, est, backbone):
+        split = None
+        if est.lora_last_blocks and est.cache_prefix:
+            split = split_backbone(backbone, est.lora_last_blocks)
+        n_classes = len(est.classes_)
+        return PEALModule(
+            backbone, est.n_features_out_, n_classes, est.precision_, split, frozen_norm=True
+        )
+
+    def save(self, module, folder):
+        from peft import get_peft_model_state_dict
+
+        _save_tensors(get_peft_model_state_dict(module.backbone), folder / "adapter_model")
+
+    def load(self, est, backbone, folder):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        inject_lora(
+            backbone,
+            r=est.lora_r,
+            alpha=est.lora_alpha,
+            dropout=est.lora_dropout,
+            target_modules=est.targets_,
+        )
+        set_peft_model_state_dict(backbone, load_file(folder / "adapter_model.safetensors"))
+        return self.module(est, backbone)
+
+
+class _Full(_Mode):
+    """Every parameter of the backbone trained."""
+
+    name = "full"
+
+    def save(self, module, folder):
+        _save_tensors(module.backbone.state_dict(), folder / "backbone")
+
+    def load(self, est, backbone, folder):
+        from safetensors.torch import load_file
+
+        backbone.load_state_dict(load_file(folder / "backbone.safetensors"))
+        return self.module(est, backbone)
+
+
+_MODES = {mode.name: mode for mode in (_Linear(), _Lora(), _Full())}
+
+
+def _save_tensors(tensors, stem):
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+        stem.with_name(stem.name + ".safetensors"),
+    )
 
 
 class PEALClassifier(ClassifierMixin, BaseEstimator):
@@ -309,6 +362,10 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
             StrOptions({"auto"}),
             HasMethods(["prepare", "unwrap_model", "gather_for_metrics"]),
         ],
+        "engine": [StrOptions({"auto", "torch", "onnxruntime"})],
+        "cache_dir": [str, os.PathLike, None],
+        "cache_dtype": [StrOptions({"float32", "float16"})],
+        "progress": ["boolean"],
     }
 
     def __init__(
@@ -337,6 +394,10 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         verbose=0,
         callbacks=None,
         accelerator=None,
+        engine="auto",
+        cache_dir=None,
+        cache_dtype="float32",
+        progress=False,
     ):
         self.backbone = backbone
         self.pretrained = pretrained
@@ -361,8 +422,16 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
         self.accelerator = accelerator
+        self.engine = engine
+        self.cache_dir = cache_dir
+        self.cache_dtype = cache_dtype
+        self.progress = progress
 
     # -- helpers ------------------------------------------------------------------------
+    def _mode(self):
+        """``finetune`` resolved: what is trained and what inference reuses."""
+        return _MODES[self.finetune]
+
     def _accelerator(self):
         """The accelerator in use: the fitted one once fitted, else from the parameter."""
         if hasattr(self, "net_"):
@@ -508,20 +577,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         targets : list of str
             The adapted layers (empty unless ``finetune="lora"``).
         """
-        if self.finetune == "lora":
-            return inject_lora(
-                backbone,
-                r=self.lora_r,
-                alpha=self.lora_alpha,
-                dropout=self.lora_dropout,
-                target_modules=self.target_modules,
-                last_blocks=self.lora_last_blocks,
-            )
-        if self.finetune == "linear":
-            for p in backbone.parameters():
-                if not isinstance(p, nn.parameter.UninitializedParameter):
-                    p.requires_grad_(False)
-        return []
+        return self._mode().adapt(self, backbone)
 
     def initialize_module(self, backbone):
         """The module to train: a linear head ("linear") or backbone + head.
@@ -540,14 +596,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         -------
         module : torch.nn.Module
         """
-        n_classes = len(self.classes_)
-        if self.finetune == "linear":
-            self.backbone_ = backbone.to(self._device())
-            return nn.Linear(self.n_features_out_, n_classes)
-        cut = None
-        if self.finetune == "lora" and self.lora_last_blocks and self.cache_prefix:
-            cut = _vit_cut(backbone, self.lora_last_blocks)
-        return _PEALModule(backbone, self.n_features_out_, n_classes, self.precision_, cut)
+        return self._mode().module(self, backbone)
 
     def initialize_net(self, module, y_enc):
         """The skorch :class:`~skorch.NeuralNetClassifier` that trains ``module``.
@@ -591,7 +640,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         # unwrapped after training (pickling, transform, save_adapters need the plain one).
         # Its "auto" log sink (accelerator.print: the main process only) prints whatever
         # the verbosity, so it is asked for only when verbose.
-        return _AcceleratedNeuralNetClassifier(
+        return AcceleratedNeuralNetClassifier(
             module,
             accelerator=accelerator,
             device=None if accelerator.device_placement else self._device(),
@@ -674,14 +723,15 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         elif hasattr(self, "n_features_in_"):
             del self.n_features_in_
         backbone = self.initialize_backbone()
-        # seeded after loading: the first load in a process draws random numbers (timm's
-        # init) and later ones come from the cache, so seeding before would differ
-        _seed_everything(self.random_state)
-        self.targets_ = self.initialize_adapters(backbone)
-        _seed_everything(self.random_state)  # same head init whatever the backbone loading
-        module = self.initialize_module(backbone)
-        self.net_ = self.initialize_net(module, y_enc)
-        self.fit_loop(source, y_enc)
+        # seeded after loading (the first load in a process draws random numbers, later
+        # ones come from the cache), inside a fork of torch's generator: the user's global
+        # generator is left as it was
+        with _fork_rng(self.random_state):
+            self.targets_ = self.initialize_adapters(backbone)
+            with _fork_rng(self.random_state):  # same head init whatever the adapters drew
+                module = self.initialize_module(backbone)
+            self.net_ = self.initialize_net(module, y_enc)
+            self.fit_loop(source, y_enc)
         return self
 
     def _fit_accelerator(self):
@@ -717,23 +767,169 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         self : PEALClassifier
         """
         module = self.net_.module
-        cut = getattr(module, "cut", None) if isinstance(module, _PEALModule) else None
-        self.prefix_cached_ = cut is not None
+        split = getattr(module, "split", None) if isinstance(module, PEALModule) else None
+        self.prefix_cached_ = split is not None
+        frozen = self._frozen_part(source, split)
+        self.engine_ = self.engine_precision_ = None
+        if frozen is not None:
+            self.engine_, self.engine_precision_ = frozen.choice.engine, frozen.choice.precision
         if self.finetune == "linear":
-            feats = self._embed(self._frozen_embed, source, self.data_config_)
+            if frozen is None:
+                feats = self._embed(self._frozen_embed, source, self.data_config_)
+            else:
+                feats = frozen(source)
             self.net_.fit(torch.as_tensor(feats), torch.as_tensor(y_enc))
-        elif cut is None:
+        elif split is None:
             self.net_.fit(self._dataset(source, y_enc, self.data_config_), None)
         else:
-            # the frozen blocks' output, once; the adapted blocks train on it
-            module.to(self._device()).eval()
-            tokens = torch.as_tensor(self._embed(module.prefix, source, self.data_config_))
+            # the frozen blocks' output, once per image; the adapted blocks train on it
+            module.to(self._device())
+            if frozen is None:
+                module.eval()
+                tokens = self._embed(module.prefix, source, self.data_config_)
+            else:
+                tokens = frozen(source)
             module.token_input = True
             try:
-                self.net_.fit(tokens, torch.as_tensor(y_enc))
+                self.net_.fit(torch.as_tensor(tokens), torch.as_tensor(y_enc))
             finally:
                 module.token_input = False
         return self
+
+    # -- the fast inference path ---------------------------------------------------------
+    def _fast(self, source):
+        """Whether ``source`` goes through the fast path (images, one process)."""
+        return source.kind != "features" and self._accelerator() is None
+
+    def _ident(self):
+        return (
+            self.backbone if isinstance(self.backbone, str) else repr(self.backbone),
+            bool(self.pretrained),
+            checkpoint_ident(self.checkpoint_path),
+            repr(sorted((self.backbone_kwargs or {}).items())),
+            int(self.img_size),
+            str(self._device()),
+        )
+
+    def _frozen_part(self, source, split=None):
+        """The frozen part of the network for ``source``'s images, or None (plain path).
+
+        The pristine backbone (linear probing, or ``transform`` before ``fit``), or the
+        prefix before the adapted blocks (``split``); one per configuration and process,
+        shared by every fit and clone, with its per-image store.
+        """
+        if not self._fast(source):
+            return None
+        key = (
+            self._ident(),
+            repr(split),
+            self.engine,
+            self.precision,
+            None if self.cache_dir is None else os.fspath(self.cache_dir),
+            self.cache_dtype,
+        )
+        part = _frozen_parts.get(key)
+        if part is None:
+            model, config = self._backbone_and_config()
+            module = model if split is None else PrefixModule(model, split)
+            fixed = fixed_weights(self.backbone, self.pretrained, self.checkpoint_path)
+            part = FrozenPart(
+                module,
+                (self._ident(), repr(split)),
+                config,
+                device=self._device(),
+                engine=self.engine,
+                precision=self.precision,
+                exportable=fixed,
+                cache_dir=self.cache_dir,
+                store_dtype=self.cache_dtype,
+                named=isinstance(self.backbone, str),
+            )
+            _frozen_parts[key] = part
+            while len(_frozen_parts) > 4:
+                _frozen_parts.pop(next(iter(_frozen_parts)))
+        part.progress = self.progress
+        return part
+
+    def _inference(self):
+        """This fit's inference state: the merged network and the embeddings it computed."""
+        state = _fitted_state.get(self.net_)
+        if state is None:
+            state = _fitted_state[self.net_] = {}
+        return state
+
+    def _embeddings(self, source):
+        """Embeddings of ``source``: adapted after fit, pretrained before; once per image.
+
+        On the fast path, every image's embedding is kept for the fit it came from, so a
+        query that needs ``predict_proba`` and ``transform`` of the same pool (hybrid,
+        BADGE, feature distance with predicted classes) runs the network once.
+        """
+        if not hasattr(self, "net_"):
+            part = self._frozen_part(source)
+            if part is not None:
+                return part(source)
+            accelerator = self._accelerator()
+            if accelerator is None:
+                precision = resolve_precision(self.precision, self._device(), allow_fp16=False)
+            else:
+                _, precision = check_accelerator(accelerator, self.device, self.precision)
+            backbone, config = self._backbone_and_config()
+            backbone.to(self._device())
+            embed = functools.partial(self._autocast, backbone, precision=precision)
+            return self._embed(embed, source, config)
+        if not self._fast(source):
+            if self.finetune == "linear":
+                return self._embed(self._frozen_embed, source, self.data_config_)
+            module = self._trained_module()
+            module.eval()
+            return self._embed(module.embed, source, self.data_config_)
+        if self.finetune == "linear":
+            return self._frozen_part(source)(source)
+        keys = row_keys(source)
+        state = self._inference()
+        memo = state.get("memo")
+        if memo is None:
+            memo = state["memo"] = RowStore((self.n_features_out_,))
+        return memo.fill(keys, lambda index: self._adapted(subset(source, index), keys[index]))
+
+    def _adapted(self, source, keys):
+        """Embeddings of the fitted (adapted) network, adapters merged, on ``source``."""
+        state = self._inference()
+        module = self._trained_module()
+        split = module.split
+        if "merged" not in state:
+            if split is None:
+                state["merged"] = merged_copy(module.backbone)
+            else:
+                state["merged"] = merged_copy(SuffixModule(module.backbone, split))
+        merged = state["merged"]
+        if split is not None:
+            tokens = self._frozen_part(source, split)(source, keys)
+            return run_module(
+                merged,
+                tokens,
+                device=self._device(),
+                precision=self.precision_,
+                progress=self.progress,
+            )
+        choice = self._frozen_part(source).choice  # the pristine network's engine
+        return run_images(
+            merged,
+            source,
+            self.data_config_,
+            device=self._device(),
+            choice=choice,
+            precision=self.precision_ if self.precision != "auto" else None,
+            progress=self.progress,
+        )
+
+    def _head_proba(self, emb):
+        """Softmax of the linear head on embeddings ``emb``, float64."""
+        head = self._head()
+        with torch.inference_mode():
+            logits = head.float().cpu()(torch.from_numpy(np.ascontiguousarray(emb)))
+            return torch.softmax(logits, dim=1).double().numpy()
 
     def fit_transform(self, X, y):
         """Fit on ``(X, y)``, then return the adapted embeddings of ``X``.
@@ -765,6 +961,8 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "net_")
         source = self._check_input(X)
+        if self._fast(source):
+            return self._head_proba(self._embeddings(source))
         if self.finetune == "linear":
             feats = self._embed(self._frozen_embed, source, self.data_config_)
             proba = self.net_.predict_proba(torch.as_tensor(feats))
@@ -801,21 +999,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         source = self._check_input(X)
-        if not hasattr(self, "net_"):
-            accelerator = self._accelerator()
-            if accelerator is None:
-                precision = resolve_precision(self.precision, self._device(), allow_fp16=False)
-            else:
-                _, precision = check_accelerator(accelerator, self.device, self.precision)
-            backbone, config = self._backbone_and_config()
-            backbone.to(self._device())
-            embed = functools.partial(self._autocast, backbone, precision=precision)
-            return self._embed(embed, source, config)
-        if self.finetune == "linear":
-            return self._embed(self._frozen_embed, source, self.data_config_)
-        module = self._trained_module()
-        module.eval()
-        return self._embed(module.embed, source, self.data_config_)
+        return self._embeddings(source)
 
     def _head(self):
         if not hasattr(self, "net_"):
@@ -823,8 +1007,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
                 "This PEALClassifier is not fitted yet: its linear head (coef_, intercept_) "
                 "exists after fit."
             )
-        module = self._trained_module()
-        return module if self.finetune == "linear" else module.head
+        return self._mode().head(self._trained_module())
 
     @property
     def coef_(self):
@@ -888,15 +1071,13 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         import json
         import shutil
 
-        from safetensors.torch import save_file
-
         # callbacks and the accelerator belong to this run, not to the saved model
         params = {
             k: v for k, v in self.get_params().items() if k not in ("callbacks", "accelerator")
         }
-        params["checkpoint_path"] = (
-            None if self.checkpoint_path is None else os.fspath(self.checkpoint_path)
-        )
+        for name in ("checkpoint_path", "cache_dir"):
+            value = params.get(name)
+            params[name] = None if value is None else os.fspath(value)
         meta = {
             "format": 1,
             "params": params,
@@ -908,26 +1089,10 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
+        mode = self._mode()
         module = self._trained_module()
-        head = module if self.finetune == "linear" else module.head
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-            tmp / "head.safetensors",
-        )
-        if self.finetune == "lora":
-            from peft import get_peft_model_state_dict
-
-            adapters = get_peft_model_state_dict(module.backbone)
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in adapters.items()},
-                tmp / "adapter_model.safetensors",
-            )
-        elif self.finetune == "full":
-            weights = module.backbone.state_dict()
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in weights.items()},
-                tmp / "backbone.safetensors",
-            )
+        _save_tensors(mode.head(module).state_dict(), tmp / "head")
+        mode.save(module, tmp)
         (tmp / "peal_sk.json").write_text(json.dumps(meta, indent=2) + "\n")
         if path.exists():
             shutil.rmtree(path)
@@ -966,30 +1131,12 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         est.n_features_out_ = int(meta["n_features_out"])
         est.precision_ = resolve_precision(est.precision, est._device(), allow_fp16=False)
         est.targets_ = list(meta["targets"])
-        est.prefix_cached_ = False
-        n_classes = len(est.classes_)
-        y_dummy = np.arange(n_classes)
-        if est.finetune == "linear":
-            est.backbone_ = backbone.to(est._device())
-            module = nn.Linear(est.n_features_out_, n_classes)
-            module.load_state_dict(load_file(path / "head.safetensors"))
-        else:
-            if est.finetune == "lora":
-                from peft import set_peft_model_state_dict
-
-                inject_lora(
-                    backbone,
-                    r=est.lora_r,
-                    alpha=est.lora_alpha,
-                    dropout=est.lora_dropout,
-                    target_modules=est.targets_,
-                )
-                set_peft_model_state_dict(backbone, load_file(path / "adapter_model.safetensors"))
-            else:
-                backbone.load_state_dict(load_file(path / "backbone.safetensors"))
-            module = _PEALModule(backbone, est.n_features_out_, n_classes, est.precision_)
-            module.head.load_state_dict(load_file(path / "head.safetensors"))
-        est.net_ = est.initialize_net(module, y_dummy)
+        est.engine_ = est.engine_precision_ = None
+        mode = est._mode()
+        module = mode.load(est, backbone, path)
+        mode.head(module).load_state_dict(load_file(path / "head.safetensors"))
+        est.prefix_cached_ = getattr(module, "split", None) is not None
+        est.net_ = est.initialize_net(module, np.arange(len(est.classes_)))
         est.net_.initialize()
         return est
 

@@ -274,7 +274,6 @@ def test_choice_is_cached_per_machine(monkeypatch, tmp_path):
 
 
 def test_a_slow_candidate_is_given_up():
-    rates = {}
 
     class Engine:
         def __init__(self, name, delay):
@@ -288,12 +287,24 @@ def test_a_slow_candidate_is_given_up():
     def make(name, precision):
         return Engine(name, {"fast": 0.001, "slow": 0.2}[name])
 
-    choice = autotune.choose(
-        "test-slow", make, (3, 4, 4), device="cpu", batch_size=4,
-        pairs=[("fast", "fp32"), ("slow", "fp32")], cache=False,
-    )  # fmt: skip
+    calls = []
+    real_rate = autotune._rate
+
+    def rate(engine, batch, n_timed):
+        calls.append((engine.name, n_timed))
+        return real_rate(engine, batch, n_timed)
+
+    autotune._rate, saved = rate, autotune._rate
+    try:
+        choice = autotune.choose(
+            "test-slow", make, (3, 4, 4), device="cpu", batch_size=4,
+            pairs=[("fast", "fp32"), ("slow", "fp32")], cache=False,
+        )  # fmt: skip
+    finally:
+        autotune._rate = saved
     rates = choice.images_per_s
-    assert choice.engine == "fast" and rates["slow/fp32"] is None
+    assert choice.engine == "fast" and rates["slow/fp32"] < rates["fast/fp32"] / 4
+    assert calls == [("fast", 1), ("fast", 1), ("slow", 1)]  # slow: one batch, then given up
 
 
 def test_auto_batch_size_by_architecture():

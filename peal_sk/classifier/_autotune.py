@@ -40,8 +40,8 @@ AUTOTUNE_VERSION = 1
 TIMED_BATCHES = 2
 #: the most images in a timing batch (a batch of the configured size can take seconds)
 MAX_TIMING_BATCH = 32
-#: a candidate whose warm-up is this many times slower than the best so far is not timed
-#: further (emulated bfloat16, say): it cannot win
+#: a candidate whose first timed batch is this many times slower than the best so far is
+#: not timed further (emulated bfloat16, say): it cannot win
 GIVE_UP_RATIO = 4.0
 
 _lock = threading.Lock()
@@ -270,17 +270,14 @@ def choose(ident, make_engine, input_shape, *, device, batch_size, pairs, cache=
         except Exception:  # an export that fails is no candidate
             rates[label] = None
             continue
-        t0 = time.perf_counter()
         try:
-            engine(batch)
+            engine(batch)  # warm-up (and, for a new export, its check against torch)
         except Exception:
             rates[label] = None
             continue
-        warm = time.perf_counter() - t0
-        if best_rate and n / warm * GIVE_UP_RATIO < best_rate:
-            rates[label] = None  # far slower even counting its warm-up's overhead
-            continue
-        rate = _rate(engine, batch, TIMED_BATCHES)
+        rate = _rate(engine, batch, 1)
+        if not (best_rate and rate * GIVE_UP_RATIO < best_rate):  # else it cannot win
+            rate = max(rate, _rate(engine, batch, TIMED_BATCHES - 1))
         rates[label] = rate
         best_rate = max(best_rate, rate)
     timed = {k: v for k, v in rates.items() if v is not None}

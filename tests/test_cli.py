@@ -318,7 +318,8 @@ def test_truncated_jpeg_and_png_are_both_skipped_with_a_warning(tmp_path):
     for label in ("cats", "dogs"):
         (tmp_path / "imgs" / label).mkdir(parents=True)
         for i in range(6):
-            arr = rng.integers(0, 255, size=(32, 32, 3), dtype=np.uint8)
+            # large enough that half the file cuts the JPEG's compressed data, not its header
+            arr = rng.integers(0, 255, size=(96, 96, 3), dtype=np.uint8)
             Image.fromarray(arr).save(
                 tmp_path / "imgs" / label / f"{i}.{'jpg' if i % 2 else 'png'}"
             )

@@ -342,12 +342,21 @@ def test_library_errors_name_parameters_and_the_command_its_flags(tmp_path, chec
             "not fit",
         ),
         (["--device", "bogus"], "--device 'bogus' is not a torch device"),
+        (["--device", "cuda"], "--device 'cuda', but torch finds no CUDA GPU"),
         (["--device", "cuda:7"], "--device 'cuda:7', but "),
         (["--checkpoint", "NOT_WEIGHTS"], "is not a weight file that loads safely"),
     ],
-    ids=["backbone-kwargs", "device-bogus", "device-no-gpu", "checkpoint-not-weights"],
+    ids=[
+        "backbone-kwargs",
+        "device-bogus",
+        "device-cuda",
+        "device-cuda-7",
+        "checkpoint-not-weights",
+    ],
 )
 def test_embed_options_fail_before_any_work(tmp_path, checkpoint, capsys, extra, message):
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
     if "cuda:7" in extra and torch.cuda.device_count() > 7:
         pytest.skip("this machine has 8 GPUs")
     src, out = tmp_path / "images", tmp_path / "out"

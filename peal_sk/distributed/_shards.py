@@ -11,7 +11,8 @@ Layout of the output folder::
     ...
 
 Every file is written to a temporary name and renamed (``os.replace``), so a killed run
-leaves no partial shard; the manifest is rewritten after each shard. A rerun verifies the
+leaves no partial shard; the manifest is written with the first finished shard (a run
+that fails before leaves none) and rewritten after each. A rerun verifies the
 finished shards (sha256 of both files, and the size and modification time of every input
 image) and computes only the others.
 """
@@ -89,7 +90,7 @@ def list_images(source):
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(
-            f"SOURCE {os.fspath(source)!r} does not exist: give an image folder or a text "
+            f"source {os.fspath(source)!r} does not exist: give an image folder or a text "
             "file listing image paths."
         )
     if path.is_dir():
@@ -108,14 +109,14 @@ def list_images(source):
         return sorted(found)
     if is_image_name(path.name):
         raise ValueError(
-            f"SOURCE {os.fspath(source)!r} is an image: give the folder that holds the "
+            f"source {os.fspath(source)!r} is an image: give the folder that holds the "
             "images, or a text file listing their paths."
         )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(
-            f"SOURCE {os.fspath(source)!r} is neither a folder nor a UTF-8 text file listing "
+            f"source {os.fspath(source)!r} is neither a folder nor a UTF-8 text file listing "
             f"image paths ({exc})."
         ) from exc
     base = Path(os.path.abspath(path)).parent
@@ -236,7 +237,7 @@ class _Lock:
             self.fh.close()
             raise FileExistsError(
                 f"another peal-sk embed is writing to {self.path.parent}; wait for it or "
-                "choose another --out."
+                "choose another output folder."
             ) from exc
         return self
 
@@ -556,7 +557,7 @@ def _import_distributed():
         from distributed import Client, as_completed
     except ImportError as exc:
         raise ImportError(
-            "scheduler= needs dask.distributed; install it with pip install 'peal-sk[dask]'."
+            "scheduler=ADDRESS needs dask.distributed; install it with pip install 'peal-sk[dask]'."
         ) from exc
     return Client, as_completed
 

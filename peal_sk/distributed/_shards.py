@@ -168,7 +168,10 @@ def _config(embedder, shard_size):
     if checkpoint is not None:
         checkpoint = os.path.abspath(checkpoint)
         if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f"checkpoint_path {checkpoint!r} does not exist.")
+            raise FileNotFoundError(
+                f"checkpoint_path={checkpoint!r} does not exist or is not a file; give a "
+                "local weight file (.pth, .safetensors, ...)."
+            )
         params["checkpoint_path"] = {
             "path": checkpoint,
             "size": os.path.getsize(checkpoint),

@@ -808,7 +808,7 @@ def test_a_deeply_nested_body_is_a_400(server):
 
 
 def test_a_busy_project_is_told_apart_by_type(project):
-    from peal_sk.project._common import ProjectBusyError
+    from peal_sk.project._state import ProjectBusyError
 
     holder = sqlite3.connect(project / "project.sqlite", isolation_level=None)
     proj = Project(project)

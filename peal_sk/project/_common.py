@@ -11,11 +11,8 @@ from ..utils._io import write_atomic
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LabelConflictError",
-    "ProjectBusyError",
     "ProjectError",
     "ReadOnlyProjectError",
-    "StaleLabelsError",
-    "UnknownBatchError",
     "claim",
     "default_annotator",
     "listing",
@@ -31,14 +28,6 @@ class ProjectError(ValueError):
 
 class ReadOnlyProjectError(ProjectError):
     """A command that writes was asked of a project opened read-only."""
-
-
-class ProjectBusyError(ProjectError):
-    """Another command held the project's write lock for longer than the busy timeout."""
-
-
-class UnknownBatchError(ProjectError, LookupError):
-    """A batch number that the project does not have."""
 
 
 class LabelConflictError(ProjectError):
@@ -78,18 +67,3 @@ def claim(path):
     except FileExistsError:
         return False
     return True
-
-
-class StaleLabelsError(LabelConflictError):
-    """Labels given as unlabelled (or as another label) were changed meanwhile: nothing saved.
-
-    ``conflicts`` lists ``(relpath, saved label, given label)``.
-    """
-
-    def __init__(self, conflicts):
-        ProjectError.__init__(
-            self,
-            f"nothing saved: {len(conflicts)} image(s) were labelled elsewhere since the page "
-            "loaded; the page now shows their saved labels; save again to replace them.",
-        )
-        self.conflicts = list(conflicts)

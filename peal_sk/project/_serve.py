@@ -25,9 +25,10 @@ import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from ._common import ProjectError, StaleLabelsError, default_annotator
+from ._common import ProjectError, default_annotator
 from ._project import IMAGE_EXTENSIONS, Project
 from ._serve_http import MAX_BODY_BYTES, HTTPError, RequestHandler, is_loopback
+from ._state import StaleLabelsError
 
 __all__ = ["MAX_BODY_BYTES", "LabelServer", "add_serve_arguments", "serve_command"]
 

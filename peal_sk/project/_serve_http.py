@@ -40,8 +40,9 @@ from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from ._common import LabelConflictError, ProjectBusyError, ProjectError, UnknownBatchError
+from ._common import LabelConflictError, ProjectError
 from ._serve_page import PAGE
+from ._state import ProjectBusyError, UnknownBatchError
 
 __all__ = ["MAX_BODY_BYTES", "TOKEN_HEADER", "HTTPError", "RequestHandler", "is_loopback"]
 

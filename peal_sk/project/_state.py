@@ -18,10 +18,8 @@ from pathlib import Path
 
 from ._common import (
     LabelConflictError,
-    ProjectBusyError,
     ProjectError,
     ReadOnlyProjectError,
-    UnknownBatchError,
     default_annotator,
     listing,
 )
@@ -37,7 +35,13 @@ from ._db import (
     transaction,
 )
 
-__all__ = ["IMPORT_DELAY_ENV", "State"]
+__all__ = [
+    "IMPORT_DELAY_ENV",
+    "ProjectBusyError",
+    "StaleLabelsError",
+    "State",
+    "UnknownBatchError",
+]
 
 #: the largest row id SQLite stores (a larger number names no row)
 _MAX_ID = 2**63 - 1
@@ -47,6 +51,29 @@ IMPORT_DELAY_ENV = "PEAL_SK_TEST_IMPORT_DELAY"
 
 #: SQLite's primary result codes of a lock held by another connection
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+class ProjectBusyError(ProjectError):
+    """Another command held the project's write lock for longer than the busy timeout."""
+
+
+class UnknownBatchError(ProjectError, LookupError):
+    """A batch number that the project does not have."""
+
+
+class StaleLabelsError(LabelConflictError):
+    """Labels given as unlabelled (or as another label) were changed meanwhile: nothing saved.
+
+    ``conflicts`` lists ``(relpath, saved label, given label)``.
+    """
+
+    def __init__(self, conflicts):
+        ProjectError.__init__(
+            self,
+            f"nothing saved: {len(conflicts)} image(s) were labelled elsewhere since the page "
+            "loaded; the page now shows their saved labels; save again to replace them.",
+        )
+        self.conflicts = list(conflicts)
 
 
 def _where(places):

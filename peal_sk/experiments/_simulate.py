@@ -15,6 +15,7 @@ import io
 import json
 import time
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,11 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         if not self.strategies or not self.seeds or not self.models:
             raise ValueError("strategies, seeds and models must not be empty.")
+        bad = [s for s in self.seeds if not isinstance(s, Integral) or isinstance(s, bool)]
+        if bad:
+            raise ValueError(f"seeds must be integers; got {bad}.")
+        for name in ("strategies", "seeds", "models", "budgets"):
+            _check_unique(name, getattr(self, name))
         if self.mode == "one-shot" and (not self.budgets or min(self.budgets) < 1):
             raise ValueError(f"budgets must be >= 1; got {self.budgets}.")
         return self
@@ -174,6 +180,39 @@ class SimulationConfig:
             del fields["strategy_params"]
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_unique(name, values):
+    """A value given twice would run (or average) the same cell twice: refuse it."""
+    seen, twice = set(), []
+    for v in values:
+        if v in seen and v not in twice:
+            twice.append(v)
+        seen.add(v)
+    if twice:
+        raise ValueError(
+            f"{name} lists {', '.join(map(repr, twice))} more than once ({list(values)}); "
+            f"give each value once."
+        )
+
+
+def check_targets(targets):
+    """``targets`` as a list of floats, each an accuracy in (0, 1]; None stays None."""
+    if targets is None:
+        return None
+    if isinstance(targets, Real):
+        targets = [targets]
+    out = []
+    for t in targets:
+        if not isinstance(t, Real) or isinstance(t, bool) or not 0 < t <= 1:
+            hint = f" (did you mean {t / 100:g}?)" if isinstance(t, Real) and 1 < t <= 100 else ""
+            raise ValueError(
+                f"targets are accuracies as fractions in (0, 1], e.g. 0.9 for 90 %; got "
+                f"{t!r}{hint}."
+            )
+        out.append(float(t))
+    _check_unique("targets", out)
+    return out
 
 
 # -- pieces -------------------------------------------------------------------------------
@@ -371,8 +410,9 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     force : bool, default=False
         Start over in a folder that holds results of another configuration.
     targets : list of float or None
-        Accuracies for the "labels needed" table (default: random's final mean accuracy
-        when random ran, else the best final mean).
+        Accuracies for the "labels needed" table, as fractions in (0, 1] (0.9 is 90 %;
+        a value above 1 is refused, not read as a percentage). Default: random's final
+        mean accuracy when random ran, else the best final mean.
     progress : bool, default=True
     log : callable, default=print
 
@@ -395,6 +435,7 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     [('random', [10, 20, 30]), ('margin', [10, 20, 30])]
     """
     config.validate()
+    targets = check_targets(targets)
     # the data is checked before anything is written to ``out``: a run that fails here
     # leaves no config.json behind to refuse the corrected rerun
     first = load_dataset(config.dataset, seed=config.seeds[0], test_size=config.test_size)

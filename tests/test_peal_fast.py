@@ -22,7 +22,7 @@ from sklearn.base import clone  # noqa: E402
 
 import peal_sk.classifier._autotune as autotune  # noqa: E402
 import peal_sk.classifier._fast as fast  # noqa: E402
-import peal_sk.classifier._peal as peal  # noqa: E402
+import peal_sk.classifier._peal_inference as peal  # noqa: E402
 import peal_sk.classifier._store as store  # noqa: E402
 from peal_sk import ActiveLearner, entropy_sampling, hybrid_sampling  # noqa: E402
 from peal_sk.classifier import PEALClassifier  # noqa: E402

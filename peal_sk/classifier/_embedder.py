@@ -110,9 +110,9 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         cache between operators; on a GPU, four times two million.
     device : str, default="auto"
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        "auto": bfloat16 where the hardware computes it natively (a CPU with AVX512-BF16
-        or AMX, a CUDA GPU of compute capability 8.0 or newer), float16 autocast on older
-        CUDA GPUs, float32 elsewhere. An explicit "bf16" or "fp16" on a CPU that would
+        "auto": the fastest measured here (see ``engine``), among float32 and, where the
+        hardware computes them natively, bfloat16 (a CPU with AVX512-BF16 or AMX, a CUDA
+        GPU) and float16 (a CUDA GPU). An explicit "bf16" or "fp16" on a CPU that would
         emulate it warns (it is several times slower than float32 there).
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the backbone. "torch": torch with ``inference_mode``, autocast and
@@ -123,10 +123,17 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         randomly initialised weights, ``pretrained=False`` without a checkpoint, are
         exported in memory), and checked against torch on its first batch. Its worker
         threads sleep between operators instead of spinning (faster on shared cores).
-        "auto": ONNX Runtime when it is installed, the device is the CPU, the precision
-        float32 and the backbone a named one, for inputs of at least 256 images (smaller
-        ones do not repay the export); torch otherwise. Both engines agree to about 1e-6
-        of the embeddings' scale.
+        "auto": the engine x precision measured fastest for this backbone, image size,
+        batch size and machine. The first ``fit`` of a configuration times each candidate
+        (torch in each precision the hardware runs natively; ONNX Runtime when installed,
+        on the CPU, for a named backbone) on a warm-up and two batches of at most 32
+        synthetic images, and keeps the fastest: a few seconds to a minute on a CPU, the
+        ONNX export included (``autotune_`` records the rates). The choice is cached in
+        ``$PEAL_SK_CACHE_DIR/autotune.json`` (``~/.cache/peal_sk/autotune.json``) per
+        machine, so later processes read it. Setting both ``engine`` and ``precision``
+        skips the timing. Inputs of fewer than 256 images run in torch (an export does
+        not repay itself), in the precision measured fastest for torch. The engines agree
+        to about 1e-6 of the embeddings' scale in float32.
     cache_dir : str or None, default=None
         When set, embeddings are stored there as ``.npy`` files keyed by the backbone
         configuration and a digest of the input (array bytes, or file paths with size and
@@ -142,6 +149,9 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         The preprocessing (input size, mean, std, interpolation, crop_pct).
     precision_ : {"fp32", "bf16", "fp16"}
         The precision chosen (``precision`` resolved for this machine).
+    autotune_ : dict
+        The choice's record: engine, precision, images per second of each candidate
+        timed, whether it came from the cache, and the machine's capability.
     engine_ : {"torch", "onnxruntime"}
         The engine for inputs of at least 256 images (``engine`` resolved; with "auto",
         smaller inputs run in torch).

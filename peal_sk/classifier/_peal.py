@@ -2,11 +2,8 @@
 
 # SPDX-License-Identifier: BSD-3-Clause
 
-import contextlib
 import copy
-import functools
 import os
-import weakref
 from numbers import Integral, Real
 
 import numpy as np
@@ -19,25 +16,15 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from ._fast import (
-    FrozenPart,
-    PrefixModule,
-    SuffixModule,
-    checkpoint_ident,
-    fixed_weights,
-    merged_copy,
-    run_images,
-    run_module,
-    split_backbone,
-)
 from ._images import ImageDataset, check_images, make_transform
-from ._lora import inject_lora
+from ._modes import MODES, fork_rng
 from ._nets import AcceleratedNeuralNetClassifier, PEALModule
-from ._store import RowStore, row_keys, subset
+from ._peal_accelerate import _AcceleratorMixin
+from ._peal_files import _AdapterFilesMixin
+from ._peal_inference import _FastInferenceMixin
 from ._torch_utils import (
     autocast,
     check_accelerator,
-    make_accelerator,
     pristine_backbone,
     resolve_device,
     resolve_precision,
@@ -46,153 +33,10 @@ from ._torch_utils import (
 
 __all__ = ["PEALClassifier"]
 
-#: frozen parts (pristine backbones, prefixes) with their per-image stores, per
-#: configuration: shared by every fit and clone in the process (the four last used)
-_frozen_parts = {}
-#: per fitted net: the merged network and the embeddings it computed (dropped with the net)
-_fitted_state = weakref.WeakKeyDictionary()
 
-
-def _fork_rng(random_state):
-    """A context in which torch's global generator is seeded, restored afterwards.
-
-    Seeding inside ``torch.random.fork_rng`` leaves the user's generator as it was
-    (scikit-learn's rule: an estimator never reseeds the global generator).
-    """
-    if random_state is None:
-        return contextlib.nullcontext()
-    ctx = torch.random.fork_rng(devices=[])
-    return _Seeded(ctx, int(random_state))
-
-
-class _Seeded:
-    def __init__(self, ctx, seed):
-        self.ctx, self.seed = ctx, seed
-
-    def __enter__(self):
-        self.ctx.__enter__()
-        torch.manual_seed(self.seed)
-        return self
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc)
-
-
-class _Mode:
-    """What ``finetune`` trains and how, resolved once (``finetune`` names one of these)."""
-
-    name = None
-
-    def adapt(self, est, backbone):
-        """Make the trainable part trainable; the adapted layers' names."""
-        return []
-
-    def module(self, est, backbone):
-        n_classes = len(est.classes_)
-        return PEALModule(backbone, est.n_features_out_, n_classes, est.precision_)
-
-    def head(self, module):
-        return module.head
-
-    def save(self, module, folder):
-        """Write what training changed besides the head."""
-
-    def load(self, est, backbone, folder):
-        """Restore what :meth:`save` wrote into ``backbone``; the module to wrap."""
-        return self.module(est, backbone)
-
-
-class _Linear(_Mode):
-    """Linear probing: the frozen backbone's embeddings, the head trained on them."""
-
-    name = "linear"
-
-    def adapt(self, est, backbone):
-        for p in backbone.parameters():
-            if not isinstance(p, nn.parameter.UninitializedParameter):
-                p.requires_grad_(False)
-        return []
-
-    def module(self, est, backbone):
-        est.backbone_ = backbone.to(est._device())
-        return nn.Linear(est.n_features_out_, len(est.classes_))
-
-    def head(self, module):
-        return module
-
-
-class _Lora(_Mode):
-    """LoRA adapters (and the head) trained; the backbone's own weights frozen."""
-
-    name = "lora"
-
-    def adapt(self, est, backbone):
-        return inject_lora(
-            backbone,
-            r=est.lora_r,
-            alpha=est.lora_alpha,
-            dropout=est.lora_dropout,
-            target_modules=est.target_modules,
-            last_blocks=est.lora_last_blocks,
-        )
-
-    def module(self, est, backbone):
-        split = None
-        if est.lora_last_blocks and est.cache_prefix:
-            split = split_backbone(backbone, est.lora_last_blocks)
-        n_classes = len(est.classes_)
-        return PEALModule(
-            backbone, est.n_features_out_, n_classes, est.precision_, split, frozen_norm=True
-        )
-
-    def save(self, module, folder):
-        from peft import get_peft_model_state_dict
-
-        _save_tensors(get_peft_model_state_dict(module.backbone), folder / "adapter_model")
-
-    def load(self, est, backbone, folder):
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        inject_lora(
-            backbone,
-            r=est.lora_r,
-            alpha=est.lora_alpha,
-            dropout=est.lora_dropout,
-            target_modules=est.targets_,
-        )
-        set_peft_model_state_dict(backbone, load_file(folder / "adapter_model.safetensors"))
-        return self.module(est, backbone)
-
-
-class _Full(_Mode):
-    """Every parameter of the backbone trained."""
-
-    name = "full"
-
-    def save(self, module, folder):
-        _save_tensors(module.backbone.state_dict(), folder / "backbone")
-
-    def load(self, est, backbone, folder):
-        from safetensors.torch import load_file
-
-        backbone.load_state_dict(load_file(folder / "backbone.safetensors"))
-        return self.module(est, backbone)
-
-
-_MODES = {mode.name: mode for mode in (_Linear(), _Lora(), _Full())}
-
-
-def _save_tensors(tensors, stem):
-    from safetensors.torch import save_file
-
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-        stem.with_name(stem.name + ".safetensors"),
-    )
-
-
-class PEALClassifier(ClassifierMixin, BaseEstimator):
+class PEALClassifier(
+    _FastInferenceMixin, _AdapterFilesMixin, _AcceleratorMixin, ClassifierMixin, BaseEstimator
+):
     """PEAL's estimator: a vision foundation model fine-tuned with LoRA, plus a linear head.
 
     ``fit`` builds a skorch :class:`~skorch.NeuralNetClassifier` (``net_``) around the
@@ -230,13 +74,14 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         Layers to adapt; "auto" detects them (see
         :func:`peal_sk.classifier.auto_target_modules`).
     lora_last_blocks : int or None, default=None
-        With "auto" targets, adapt only the last ``lora_last_blocks`` blocks.
+        With "auto" targets, adapt only the last ``lora_last_blocks`` blocks (transformer
+        blocks of a ViT, stages of an EfficientNet); see :ref:`peal-loop` for the
+        accuracy / time trade-off.
     cache_prefix : bool, default=True
-        With ``lora_last_blocks`` on a timm ViT: compute the frozen blocks' output for the
-        training images once per fit and train the adapted blocks on it, instead of
-        running the whole backbone every epoch. Same result as without the cache (the
-        prefix is frozen and deterministic); memory ``n_train x tokens x width`` float32
-        (about 0.4 MB per image for ViT-S/14 at 224 px).
+        With ``lora_last_blocks`` on a timm ViT or EfficientNet: the frozen blocks' output
+        is computed once per image (stored by content, see ``cache_dir``) and reused by
+        every later ``fit``, ``predict_proba`` and ``transform``; only the adapted blocks
+        run each cycle. Same result as without the store.
     classes : array-like or None, default=None
         All class labels, when early labelled sets may miss some: ``predict_proba`` then
         has a column for each.
@@ -261,7 +106,8 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         contradicts it: ``fit`` raises a ``ValueError``. With ``mixed_precision="no"``,
         ``precision`` applies as without accelerate.
     random_state : int or None, default=None
-        Seeds torch (weights of the head and adapters, batch sampling).
+        Seeds torch (weights of the head and adapters, batch sampling), in a fork of
+        torch's generator: the global one is left as it was.
     verbose : int, default=0
         skorch's epoch log when > 0.
     callbacks : list or None, default=None
@@ -284,6 +130,18 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         main process only. A pickled fitted estimator holds a plain single-process model
         (an accelerator belongs to the process that made it): an instance comes back
         as "auto". See :ref:`scaling`.
+    engine : {"auto", "torch", "onnxruntime"}, default="auto"
+        What runs the frozen parts over images (the pretrained backbone for "linear" and
+        before ``fit``, the frozen prefix for ``lora_last_blocks``) and the merged adapted
+        network: "auto" times the candidates once per machine, as
+        :class:`BackboneEmbedder` does (``engine_``).
+    cache_dir : str or None, default=None
+        Keep the frozen parts' per-image outputs there (memory-mapped ``.npy`` segments
+        reused by later processes); None keeps them in memory for the process.
+    cache_dtype : {"float32", "float16"}, default="float32"
+        Storage of those outputs; "float16" halves it (relative error 2**-11 per value).
+    progress : bool, default=False
+        Progress bars over long passes (embedding, prefix, adapted blocks).
 
     Attributes
     ----------
@@ -309,6 +167,9 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         "auto"); only when ``accelerator`` is set.
     prefix_cached_ : bool
         Whether the frozen blocks' output was computed once and reused (``cache_prefix``).
+    engine_, engine_precision_ : str or None
+        The engine and precision of the frozen parts (None on the plain path: feature
+        vectors, or several processes).
 
     Notes
     -----
@@ -430,17 +291,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
     # -- helpers ------------------------------------------------------------------------
     def _mode(self):
         """``finetune`` resolved: what is trained and what inference reuses."""
-        return _MODES[self.finetune]
-
-    def _accelerator(self):
-        """The accelerator in use: the fitted one once fitted, else from the parameter."""
-        if hasattr(self, "net_"):
-            return getattr(self, "accelerator_", None)
-        if self.accelerator is None:
-            return None
-        if isinstance(self.accelerator, str):  # "auto"
-            return make_accelerator(self.device)
-        return self.accelerator
+        return MODES[self.finetune]
 
     def _device(self):
         accelerator = self._accelerator()
@@ -661,44 +512,6 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
             classes=list(range(len(self.classes_))),
         )
 
-    def _single_process_net(self):
-        """``net_`` without accelerate: the pickled form of an accelerate-trained net.
-
-        The same trained module (unwrapped) and history in a plain skorch net (default
-        callbacks, a fresh optimiser: ``fit`` starts over anyway), on ``device``.
-        """
-        plain = NeuralNetClassifier(self._trained_module(), device=None, **self._net_params())
-        plain.initialize()  # device=None: the module is not moved
-        plain.history_ = self.net_.history_
-        plain.device = resolve_device(self.device)  # where unpickling puts the module
-        return plain
-
-    # -- pickling ------------------------------------------------------------------------
-    def __getstate__(self):
-        # An Accelerator stands for the distributed setup of the process that made it:
-        # unpickled elsewhere it would be a stale copy. The pickle holds a plain
-        # single-process model (loading it needs no accelerate) and accelerator="auto"
-        # in place of an instance (a refit builds the new process's own).
-        state = super().__getstate__()
-        fitted = state.get("accelerator_") is not None
-        if not fitted and (self.accelerator is None or isinstance(self.accelerator, str)):
-            return state
-        state = dict(state)
-        if not isinstance(self.accelerator, str | None):
-            state["accelerator"] = "auto"
-        if fitted:
-            del state["accelerator_"]
-            state["net_"] = self._single_process_net()
-        return state
-
-    def __deepcopy__(self, memo):
-        # a deep copy stays in this process: it keeps the accelerator (which
-        # Accelerator.__deepcopy__ shares, as sklearn's clone does) and the accelerated net
-        new = type(self).__new__(type(self))
-        memo[id(self)] = new
-        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
-        return new
-
     # -- scikit-learn API ----------------------------------------------------------------
     def fit(self, X, y):
         """Fine-tune on images ``X`` with labels ``y`` (from the pretrained weights).
@@ -726,26 +539,13 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         # seeded after loading (the first load in a process draws random numbers, later
         # ones come from the cache), inside a fork of torch's generator: the user's global
         # generator is left as it was
-        with _fork_rng(self.random_state):
+        with fork_rng(self.random_state):
             self.targets_ = self.initialize_adapters(backbone)
-            with _fork_rng(self.random_state):  # same head init whatever the adapters drew
+            with fork_rng(self.random_state):  # same head init whatever the adapters drew
                 module = self.initialize_module(backbone)
             self.net_ = self.initialize_net(module, y_enc)
             self.fit_loop(source, y_enc)
         return self
-
-    def _fit_accelerator(self):
-        """Set (or clear) ``accelerator_`` and check it against ``device`` / ``precision``."""
-        self.__dict__.pop("accelerator_", None)
-        if self.accelerator is None:
-            return None
-        if isinstance(self.accelerator, str):  # "auto"
-            accelerator = make_accelerator(self.device)
-        else:
-            accelerator = self.accelerator
-        check_accelerator(accelerator, self.device, self.precision)  # before any loading
-        self.accelerator_ = accelerator
-        return accelerator
 
     def fit_loop(self, source, y_enc):
         """Train ``net_`` on the images (or on features / tokens computed once).
@@ -795,141 +595,6 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
             finally:
                 module.token_input = False
         return self
-
-    # -- the fast inference path ---------------------------------------------------------
-    def _fast(self, source):
-        """Whether ``source`` goes through the fast path (images, one process)."""
-        return source.kind != "features" and self._accelerator() is None
-
-    def _ident(self):
-        return (
-            self.backbone if isinstance(self.backbone, str) else repr(self.backbone),
-            bool(self.pretrained),
-            checkpoint_ident(self.checkpoint_path),
-            repr(sorted((self.backbone_kwargs or {}).items())),
-            int(self.img_size),
-            str(self._device()),
-        )
-
-    def _frozen_part(self, source, split=None):
-        """The frozen part of the network for ``source``'s images, or None (plain path).
-
-        The pristine backbone (linear probing, or ``transform`` before ``fit``), or the
-        prefix before the adapted blocks (``split``); one per configuration and process,
-        shared by every fit and clone, with its per-image store.
-        """
-        if not self._fast(source):
-            return None
-        key = (
-            self._ident(),
-            repr(split),
-            self.engine,
-            self.precision,
-            None if self.cache_dir is None else os.fspath(self.cache_dir),
-            self.cache_dtype,
-        )
-        part = _frozen_parts.get(key)
-        if part is None:
-            model, config = self._backbone_and_config()
-            module = model if split is None else PrefixModule(model, split)
-            fixed = fixed_weights(self.backbone, self.pretrained, self.checkpoint_path)
-            part = FrozenPart(
-                module,
-                (self._ident(), repr(split)),
-                config,
-                device=self._device(),
-                engine=self.engine,
-                precision=self.precision,
-                exportable=fixed,
-                cache_dir=self.cache_dir,
-                store_dtype=self.cache_dtype,
-                named=isinstance(self.backbone, str),
-            )
-            _frozen_parts[key] = part
-            while len(_frozen_parts) > 4:
-                _frozen_parts.pop(next(iter(_frozen_parts)))
-        part.progress = self.progress
-        return part
-
-    def _inference(self):
-        """This fit's inference state: the merged network and the embeddings it computed."""
-        state = _fitted_state.get(self.net_)
-        if state is None:
-            state = _fitted_state[self.net_] = {}
-        return state
-
-    def _embeddings(self, source):
-        """Embeddings of ``source``: adapted after fit, pretrained before; once per image.
-
-        On the fast path, every image's embedding is kept for the fit it came from, so a
-        query that needs ``predict_proba`` and ``transform`` of the same pool (hybrid,
-        BADGE, feature distance with predicted classes) runs the network once.
-        """
-        if not hasattr(self, "net_"):
-            part = self._frozen_part(source)
-            if part is not None:
-                return part(source)
-            accelerator = self._accelerator()
-            if accelerator is None:
-                precision = resolve_precision(self.precision, self._device(), allow_fp16=False)
-            else:
-                _, precision = check_accelerator(accelerator, self.device, self.precision)
-            backbone, config = self._backbone_and_config()
-            backbone.to(self._device())
-            embed = functools.partial(self._autocast, backbone, precision=precision)
-            return self._embed(embed, source, config)
-        if not self._fast(source):
-            if self.finetune == "linear":
-                return self._embed(self._frozen_embed, source, self.data_config_)
-            module = self._trained_module()
-            module.eval()
-            return self._embed(module.embed, source, self.data_config_)
-        if self.finetune == "linear":
-            return self._frozen_part(source)(source)
-        keys = row_keys(source)
-        state = self._inference()
-        memo = state.get("memo")
-        if memo is None:
-            memo = state["memo"] = RowStore((self.n_features_out_,))
-        return memo.fill(keys, lambda index: self._adapted(subset(source, index), keys[index]))
-
-    def _adapted(self, source, keys):
-        """Embeddings of the fitted (adapted) network, adapters merged, on ``source``."""
-        state = self._inference()
-        module = self._trained_module()
-        split = module.split
-        if "merged" not in state:
-            if split is None:
-                state["merged"] = merged_copy(module.backbone)
-            else:
-                state["merged"] = merged_copy(SuffixModule(module.backbone, split))
-        merged = state["merged"]
-        if split is not None:
-            tokens = self._frozen_part(source, split)(source, keys)
-            return run_module(
-                merged,
-                tokens,
-                device=self._device(),
-                precision=self.precision_,
-                progress=self.progress,
-            )
-        choice = self._frozen_part(source).choice  # the pristine network's engine
-        return run_images(
-            merged,
-            source,
-            self.data_config_,
-            device=self._device(),
-            choice=choice,
-            precision=self.precision_ if self.precision != "auto" else None,
-            progress=self.progress,
-        )
-
-    def _head_proba(self, emb):
-        """Softmax of the linear head on embeddings ``emb``, float64."""
-        head = self._head()
-        with torch.inference_mode():
-            logits = head.float().cpu()(torch.from_numpy(np.ascontiguousarray(emb)))
-            return torch.softmax(logits, dim=1).double().numpy()
 
     def fit_transform(self, X, y):
         """Fit on ``(X, y)``, then return the adapted embeddings of ``X``.
@@ -1018,127 +683,6 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
     def intercept_(self):
         """The linear head's bias, shape (n_classes,) (a copy)."""
         return self._head().bias.detach().float().cpu().numpy().copy()
-
-    # -- persistence ---------------------------------------------------------------------
-    def save_adapters(self, path, *, overwrite=False):
-        """Save what training changed: LoRA adapters (peft format) and the head.
-
-        The directory gets ``adapter_model.safetensors`` (peft's adapter state dict;
-        the whole backbone's weights in ``backbone.safetensors`` for ``finetune="full"``),
-        ``head.safetensors`` and ``peal_sk.json`` (parameters, classes, adapted layers).
-        The pretrained backbone itself is not copied: :meth:`load_adapters` rebuilds it
-        from the same parameters. Pickle / joblib save the whole estimator instead.
-
-        Trained with an ``accelerator`` on several processes, call it on every process
-        (it waits for all of them): the main process writes, the others return the same
-        path once it is written.
-
-        Parameters
-        ----------
-        path : str or path-like
-            A directory; it must not exist or be empty unless ``overwrite=True``.
-        overwrite : bool, default=False
-
-        Returns
-        -------
-        path : pathlib.Path
-        """
-        from pathlib import Path
-
-        check_is_fitted(self, "net_")
-        if not isinstance(self.backbone, str):
-            raise ValueError(
-                "save_adapters needs a named backbone (a timm or registry name) to rebuild "
-                f"it on load; got backbone={self.backbone!r}. Pickle the estimator instead."
-            )
-        path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"{path} exists and is not empty; pass overwrite=True to replace it."
-            )
-        accelerator = getattr(self, "accelerator_", None)
-        if accelerator is None:
-            return self._write_adapters(path)
-        accelerator.wait_for_everyone()  # every process checked the path before any write
-        try:
-            if accelerator.is_main_process:
-                self._write_adapters(path)
-        finally:
-            accelerator.wait_for_everyone()  # the others return once it is written
-        return path
-
-    def _write_adapters(self, path):
-        import json
-        import shutil
-
-        # callbacks and the accelerator belong to this run, not to the saved model
-        params = {
-            k: v for k, v in self.get_params().items() if k not in ("callbacks", "accelerator")
-        }
-        for name in ("checkpoint_path", "cache_dir"):
-            value = params.get(name)
-            params[name] = None if value is None else os.fspath(value)
-        meta = {
-            "format": 1,
-            "params": params,
-            "classes": self.classes_.tolist(),
-            "targets": list(self.targets_),
-            "n_features_out": int(self.n_features_out_),
-        }
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        mode = self._mode()
-        module = self._trained_module()
-        _save_tensors(mode.head(module).state_dict(), tmp / "head")
-        mode.save(module, tmp)
-        (tmp / "peal_sk.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load_adapters(cls, path):
-        """Rebuild a fitted estimator from :meth:`save_adapters` output.
-
-        Parameters
-        ----------
-        path : str or path-like
-
-        Returns
-        -------
-        estimator : PEALClassifier
-            Predicts like the saved one.
-        """
-        import json
-        from pathlib import Path
-
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta_file = path / "peal_sk.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{meta_file} not found: not a save_adapters directory.")
-        meta = json.loads(meta_file.read_text())
-        est = cls(**meta["params"])
-        est._validate_params()
-        est.classes_ = np.asarray(meta["classes"])
-        backbone, data_config = est._backbone_and_config()
-        est.data_config_ = data_config
-        est.n_features_out_ = int(meta["n_features_out"])
-        est.precision_ = resolve_precision(est.precision, est._device(), allow_fp16=False)
-        est.targets_ = list(meta["targets"])
-        est.engine_ = est.engine_precision_ = None
-        mode = est._mode()
-        module = mode.load(est, backbone, path)
-        mode.head(module).load_state_dict(load_file(path / "head.safetensors"))
-        est.prefix_cached_ = getattr(module, "split", None) is not None
-        est.net_ = est.initialize_net(module, np.arange(len(est.classes_)))
-        est.net_.initialize()
-        return est
 
     def __sklearn_tags__(self):
         from sklearn.utils import TransformerTags

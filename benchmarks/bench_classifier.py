@@ -27,7 +27,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from peal_sk.classifier import create_backbone, inject_lora
-from peal_sk.classifier._peal import _PEALModule, _vit_cut
+from peal_sk.classifier._fast import split_backbone
+from peal_sk.classifier._nets import PEALModule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,8 +63,9 @@ def model(img_size, precision, device, lora_blocks=None):
     if lora_blocks is not None:
         last = None if lora_blocks == 12 else lora_blocks
         targets = inject_lora(backbone, r=16, alpha=16, last_blocks=last)
-    cut = _vit_cut(backbone, lora_blocks) if lora_blocks not in (None, 12) else None
-    return _PEALModule(backbone, backbone.num_features, 10, precision, cut).to(device), targets
+    split = split_backbone(backbone, lora_blocks) if lora_blocks not in (None, 12) else None
+    module = PEALModule(backbone, backbone.num_features, 10, precision, split, frozen_norm=True)
+    return module.to(device), targets
 
 
 def main():

@@ -95,7 +95,7 @@ def test_single_process_accelerator_matches_plain_fit(accelerator, params):
     kw = dict(TINY_VIT, max_epochs=2, random_state=0, **params)
     plain = PEALClassifier(**kw, device="cpu").fit(X, y)
     acc = PEALClassifier(**kw, accelerator=accelerator).fit(X, y)
-    assert type(acc.net_).__name__ == "_AcceleratedNeuralNetClassifier"
+    assert type(acc.net_).__name__ == "AcceleratedNeuralNetClassifier"
     assert acc.accelerator_ is accelerator
     assert acc.net_.device is None  # accelerate places module and batches
     assert acc.precision_ == plain.precision_
@@ -149,7 +149,7 @@ def test_pickle_gives_a_single_process_model(accelerator, tmp_path):
     assert len(loaded.net_.history) == 1
     # the live estimator is untouched, and an unfitted one pickles too
     assert clf.accelerator is accelerator
-    assert type(clf.net_).__name__ == "_AcceleratedNeuralNetClassifier"
+    assert type(clf.net_).__name__ == "AcceleratedNeuralNetClassifier"
     unfitted = pickle.loads(pickle.dumps(PEALClassifier(accelerator=accelerator)))
     assert unfitted.accelerator == "auto"
     assert pickle.loads(pickle.dumps(PEALClassifier(accelerator="auto"))).accelerator == "auto"

@@ -36,8 +36,14 @@ class _FastInferenceMixin:
     """Embeddings and probabilities of PEALClassifier, through the fast path where it applies."""
 
     def _fast(self, source):
-        """Whether ``source`` goes through the fast path (images, one process)."""
-        return source.kind != "features" and self._accelerator() is None
+        """Whether ``source`` goes through the fast path (images, one process).
+
+        Several accelerate processes take the plain path, which splits the images
+        between them.
+        """
+        accelerator = self._accelerator()
+        one_process = accelerator is None or accelerator.num_processes <= 1
+        return source.kind != "features" and one_process
 
     def _ident(self):
         return (

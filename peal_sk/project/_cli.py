@@ -36,6 +36,8 @@ the previous state, and two commands at once wait for each other.
   rescan   bring the project in line with a changed image folder (propose, status
            and train rescan first too)
   serve    label the open batch in a browser: a local page with a random access token
+  ls-backend    the project as a Label Studio ML backend (predictions, webhooks)
+  ls-reconcile  pull a Label Studio project's annotations after missed webhooks
 
 Before two classes have labels, propose uses the label-free --cold-start strategy
 (default bilaf) on frozen backbone embeddings; afterwards --strategy (default entropy)
@@ -243,6 +245,24 @@ def add_project_parser(sub):
     from ._serve import add_serve_arguments
 
     add_serve_arguments(add("serve", "label the open batch in a browser (a local web page)"))
+
+    from ._ls_backend import add_backend_arguments, add_reconcile_arguments
+
+    add_backend_arguments(
+        add(
+            "ls-backend",
+            "serve the project as a Label Studio ML backend: predictions scored by the "
+            "strategy, labels from annotation webhooks (HTTP Basic auth; password from "
+            "$PEAL_SK_LS_PASSWORD)",
+        )
+    )
+    add_reconcile_arguments(
+        add(
+            "ls-reconcile",
+            "pull every annotation of a Label Studio project through its REST API and make "
+            "the project's Label Studio labels match (after missed webhooks)",
+        )
+    )
 
     rescan = add("rescan", "add new images, mark removed ones missing, check changed ones")
     rescan.add_argument(
@@ -480,6 +500,18 @@ def _serve(project, args):
     return serve_command(project, args)
 
 
+def _ls_backend(project, args):
+    from ._ls_backend import backend_command
+
+    return backend_command(project, args)
+
+
+def _ls_reconcile(project, args):
+    from ._ls_backend import reconcile_command
+
+    return reconcile_command(project, args)
+
+
 _COMMANDS = {
     "propose": _propose,
     "import": _import,
@@ -489,4 +521,6 @@ _COMMANDS = {
     "sheet": _sheet,
     "rescan": _rescan,
     "serve": _serve,
+    "ls-backend": _ls_backend,
+    "ls-reconcile": _ls_reconcile,
 }

@@ -361,6 +361,17 @@ class State:
             report["closed_batches"] = self.close_finished_batches()
         return report
 
+    def withdraw_labels(self, relpaths, *, source):
+        """Supersede the current labels of ``relpaths`` given by ``source`` (their
+        annotation was deleted where they came from); they stay in the history.
+        Returns how many were withdrawn."""
+        with self.write("withdraw labels"):
+            return self.con.executemany(
+                "UPDATE labels SET superseded = 1 WHERE superseded = 0 AND source = ? AND "
+                "image_id = (SELECT id FROM images WHERE relpath = ?)",
+                [(source, rel) for rel in relpaths],
+            ).rowcount
+
     @staticmethod
     def _test_delay(command, message=None):
         """Tests only: sleep inside the open transaction so a test can kill the process."""

@@ -265,7 +265,7 @@ def sync(project, inbox, *, conflicts="refuse", delay=0.0):
         (images left as they were, with the reason).
     """
     known = {r[0] for r in project.con.execute("SELECT relpath FROM images")}
-    n_events = 0
+    n_events, problems = 0, []
     for event_id, body in inbox.pending():
         if delay:
             time.sleep(delay)
@@ -276,7 +276,8 @@ def sync(project, inbox, *, conflicts="refuse", delay=0.0):
                 touched, error = _apply_event(con, body, known), None
             except (ProjectError, ValueError, TypeError, AttributeError, KeyError) as exc:
                 touched, error = set(), f"{type(exc).__name__}: {str(exc)[:300]}"
-                _log(f"event {event_id} not applied ({error})")
+                problems.append((f"delivery {event_id}", f"not applied ({error})"))
+                _log(f"delivery {event_id} not applied ({error})")
             con.executemany(
                 "INSERT INTO dirty (relpath, gen) VALUES (?, 1) "
                 "ON CONFLICT (relpath) DO UPDATE SET gen = gen + 1",
@@ -284,7 +285,7 @@ def sync(project, inbox, *, conflicts="refuse", delay=0.0):
             )
             con.execute("UPDATE events SET done = 1, error = ? WHERE id = ?", (error, event_id))
         n_events += 1
-    result = {"events": n_events, "labels": 0, "withdrawn": 0, "problems": []}
+    result = {"events": n_events, "labels": 0, "withdrawn": 0, "problems": problems}
     dirty = inbox.con.execute("SELECT relpath, gen FROM dirty ORDER BY relpath").fetchall()
     for rel, gen in dirty:
         live = inbox.live(rel)
@@ -733,11 +734,11 @@ def reconcile(project, url, ls_project, api_key, *, conflicts="refuse"):
         ) from None
     if not isinstance(tasks, list):
         raise ProjectError(f"{url}: the export is not a list of tasks.")
-    event = {"action": _RECONCILE, "project": {"id": int(ls_project)}, "tasks": tasks}
-    inbox = Inbox(project.path)
-    body = json.dumps(event, sort_keys=True).encode()
     # every pull is a new event (its own nonce): it may remove what an earlier one added
-    inbox.receive(body + f"\n{secrets.token_hex(8)}".encode())
+    event = {"action": _RECONCILE, "project": {"id": int(ls_project)}, "tasks": tasks}
+    event["nonce"] = secrets.token_hex(8)
+    inbox = Inbox(project.path)
+    inbox.receive(json.dumps(event).encode())
     result = sync(project, inbox, conflicts=conflicts)
     n_ann = sum(len(t.get("annotations") or []) for t in tasks)
     return {**result, "tasks": len(tasks), "annotations": n_ann}

@@ -174,7 +174,8 @@ def _annotation_record(ann, task, known, ls_project):
     """The inbox row of one annotation: ``(id, project, task, relpath, label, who, gt, t)``."""
     if not isinstance(ann, dict) or not isinstance(ann.get("id"), int):
         raise ProjectError(f"an annotation without an integer id: {str(ann)[:80]}")
-    data = task.get("data") if isinstance(task, dict) else None
+    task = task if isinstance(task, dict) else None
+    data = None if task is None else task.get("data")
     rel = _image_relpath(data, known)
     label = info = None
     if rel is not None:
@@ -185,7 +186,7 @@ def _annotation_record(ann, task, known, ls_project):
     return (
         ann["id"],
         ls_project,
-        ann.get("task") if isinstance(ann.get("task"), int) else task.get("id"),
+        ann.get("task") if isinstance(ann.get("task"), int) else (task or {}).get("id"),
         rel,
         label,
         info.get("annotator"),
@@ -237,6 +238,8 @@ def _apply_event(con, body, known):
         force = False
     for ann, task in pairs:
         rec = _annotation_record(ann, task, known, ls_project)
+        if rec[3] is None and not force:
+            _log(f"annotation {rec[0]}: its task's image is not an image of the project; ignored")
         old = con.execute(
             "SELECT relpath, updated, deleted FROM annotations WHERE id = ?", (rec[0],)
         ).fetchone()

@@ -474,7 +474,7 @@ class LabelStudioBackend(ThreadingHTTPServer):
             ("max_body", max_body, 1024),
         ):
             if int(value) < low:
-                raise ProjectError(f"{name} must be >= {low}; got {value}.")
+                raise ProjectError(f"--{name.replace('_', '-')} must be >= {low}; got {value}.")
         self.project_path = Path(project)
         probe = Project(self.project_path)  # fails early on a missing or read-only project
         try:
@@ -832,6 +832,12 @@ def backend_command(project, args):
     except OSError as exc:
         raise ProjectError(f"cannot listen on {args.host}:{args.port} ({exc}).") from exc
     header = server.auth
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: listening on {args.host}, not only this machine: plain HTTP, so the "
+            "password crosses the network readable; put it behind TLS.",
+            file=sys.stderr,
+        )
     print(
         f"Label Studio ML backend of {args.project} listening on {server.url}\n"
         f"  connect it in Label Studio (Settings > Model, or POST /api/ml) with URL "

@@ -10,7 +10,6 @@ One server is started for the module, on 127.0.0.1, with a temporary data folder
 
 # ruff: noqa: F811 - the fixtures images and project come from test_project
 
-import base64
 import http.cookiejar
 import json
 import os
@@ -284,24 +283,18 @@ def test_ml_backend(label_studio, monkeypatch, capsys):
             server.request("DELETE", f"/api/predictions/{pred['id']}")
     proc, url = _start_backend(proj)
     try:
-        ml = server.post(
-            "/api/ml",
-            {
-                "url": url,
-                "project": ls_proj,
-                "title": "peal-sk",
-                "auth_method": "BASIC_AUTH",
-                "basic_auth_user": "peal-sk",
-                "basic_auth_pass": BACKEND_PASSWORD,
-            },
-        )
-        assert ml["state"] == "CO", ml  # connected: health and setup passed
-        hooks = server.get(f"/api/webhooks/?project={ls_proj}")
-        (hook,) = [h for h in hooks if h["url"] == url + "/webhook"]
-        basic = "Basic " + base64.b64encode(f"peal-sk:{BACKEND_PASSWORD}".encode()).decode()
-        server.request(
-            "PATCH", f"/api/webhooks/{hook['id']}/", {"headers": {"Authorization": basic}}
-        )
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.pat)
+        monkeypatch.setenv("PEAL_SK_LS_PASSWORD", BACKEND_PASSWORD)
+        args = ["--url", server.url, "--ls-project", str(ls_proj), "--backend-url", url]
+        assert cli("ls-connect", proj, *args) == 0  # health and setup passed: connected
+        (ml,) = server.get(f"/api/ml?project={ls_proj}")
+        assert ml["state"] == "CO" and ml["auth_method"] == "BASIC_AUTH"
+        (hook,) = [
+            h
+            for h in server.get(f"/api/webhooks/?project={ls_proj}")
+            if h["url"] == url + "/webhook"
+        ]
+        assert hook["headers"]["Authorization"].startswith("Basic ")
 
         server.post(
             f"/api/dm/actions?id=retrieve_tasks_predictions&project={ls_proj}",
@@ -328,7 +321,6 @@ def test_ml_backend(label_studio, monkeypatch, capsys):
         proc.wait(timeout=30)
     # downtime: an annotation whose webhook nobody received, then reconcile
     _annotate(server, tasks[3], truth(_name(tasks[3])))
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.pat)
     capsys.readouterr()
     assert cli("ls-reconcile", proj, "--url", server.url, "--ls-project", str(ls_proj)) == 0
     assert "1 label(s) new or changed, 0 withdrawn" in capsys.readouterr().out

@@ -37,6 +37,7 @@ the previous state, and two commands at once wait for each other.
            and train rescan first too)
   serve    label the open batch in a browser: a local page with a random access token
   ls-backend    the project as a Label Studio ML backend (predictions, webhooks)
+  ls-connect    connect it to a Label Studio project (REST API)
   ls-reconcile  pull a Label Studio project's annotations after missed webhooks
 
 Before two classes have labels, propose uses the label-free --cold-start strategy
@@ -246,7 +247,11 @@ def add_project_parser(sub):
 
     add_serve_arguments(add("serve", "label the open batch in a browser (a local web page)"))
 
-    from ._ls_backend import add_backend_arguments, add_reconcile_arguments
+    from ._ls_backend import (
+        add_backend_arguments,
+        add_connect_arguments,
+        add_reconcile_arguments,
+    )
 
     add_backend_arguments(
         add(
@@ -254,6 +259,13 @@ def add_project_parser(sub):
             "serve the project as a Label Studio ML backend: predictions scored by the "
             "strategy, labels from annotation webhooks (HTTP Basic auth; password from "
             "$PEAL_SK_LS_PASSWORD)",
+        )
+    )
+    add_connect_arguments(
+        add(
+            "ls-connect",
+            "connect a running ls-backend to a Label Studio project through its REST API "
+            "(the ML backend with Basic auth, and the Authorization header on its webhook)",
         )
     )
     add_reconcile_arguments(
@@ -506,6 +518,12 @@ def _ls_backend(project, args):
     return backend_command(project, args)
 
 
+def _ls_connect(project, args):
+    from ._ls_backend import connect_command
+
+    return connect_command(project, args)
+
+
 def _ls_reconcile(project, args):
     from ._ls_backend import reconcile_command
 
@@ -522,5 +540,6 @@ _COMMANDS = {
     "rescan": _rescan,
     "serve": _serve,
     "ls-backend": _ls_backend,
+    "ls-connect": _ls_connect,
     "ls-reconcile": _ls_reconcile,
 }

@@ -59,7 +59,7 @@ from ._db import now, transaction
 from ._importing import CONFLICT_POLICIES
 from ._labelstudio import MAX_DEPTH, PATH_KEYS, annotation_rows, check_depth
 
-__all__ = ["INBOX_NAME", "Inbox", "LabelStudioBackend", "reconcile", "sync"]
+__all__ = ["INBOX_NAME", "Inbox", "LabelStudioBackend", "connect", "reconcile", "sync"]
 
 INBOX_NAME = "label-studio.sqlite"
 #: recorded as the ``source`` of every label that came through the backend
@@ -687,10 +687,12 @@ _ROUTES = {
 
 
 # -- reconcile -----------------------------------------------------------------------------
-def _request(url, headers, data=None, timeout=60):
+def _request(url, headers, data=None, timeout=60, method=None):
     from urllib.request import Request, urlopen
 
-    req = Request(url, data=data, headers=headers)
+    if data is not None and not isinstance(data, bytes):
+        data, headers = json.dumps(data).encode(), {**headers, "Content-Type": "application/json"}
+    req = Request(url, data=data, headers=headers, method=method)
     with urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the user's Label Studio URL
         return json.loads(resp.read())
 
@@ -745,6 +747,69 @@ def reconcile(project, url, ls_project, api_key, *, conflicts="refuse"):
     result = sync(project, inbox, conflicts=conflicts)
     n_ann = sum(len(t.get("annotations") or []) for t in tasks)
     return {**result, "tasks": len(tasks), "annotations": n_ann}
+
+
+def connect(url, ls_project, api_key, backend_url, *, user, password, title="peal-sk"):
+    """Connect a running backend to Label Studio project ``ls_project`` through the REST API.
+
+    Adds (or updates) the ML backend with HTTP Basic auth (``POST /api/ml``; Label Studio
+    calls ``/health`` and ``/setup`` then), and gives the webhook Label Studio creates for
+    it (``<backend_url>/webhook``, without credentials) the ``Authorization`` header.
+
+    Returns
+    -------
+    result : dict
+        ``ml_backend`` and ``webhook`` (Label Studio's ids).
+    """
+    from urllib.error import HTTPError as URLHTTPError
+    from urllib.error import URLError
+
+    url, backend_url = url.rstrip("/"), backend_url.rstrip("/")
+    ml = {
+        "url": backend_url,
+        "project": int(ls_project),
+        "title": title,
+        "auth_method": "BASIC_AUTH",
+        "basic_auth_user": user,
+        "basic_auth_pass": password,
+    }
+    basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    try:
+        headers = _auth_headers(url, api_key)
+        known = _request(f"{url}/api/ml?project={int(ls_project)}", headers)
+        same = [b for b in known if str(b.get("url", "")).rstrip("/") == backend_url]
+        if same:
+            backend = _request(f"{url}/api/ml/{same[0]['id']}", headers, ml, method="PATCH")
+        else:
+            backend = _request(f"{url}/api/ml", headers, ml)
+        hooks = _request(f"{url}/api/webhooks/?project={int(ls_project)}", headers)
+        hook = next((h for h in hooks if h.get("url") == backend_url + "/webhook"), None)
+        body = {"headers": {"Authorization": basic}}
+        if hook is None:
+            body.update(
+                project=int(ls_project),
+                url=backend_url + "/webhook",
+                send_payload=True,
+                send_for_all_actions=True,
+            )
+            hook = _request(f"{url}/api/webhooks/", headers, body)
+        else:
+            hook = _request(f"{url}/api/webhooks/{hook['id']}/", headers, body, method="PATCH")
+    except URLHTTPError as exc:
+        detail = exc.read()[:500].decode("utf-8", "replace")
+        raise ProjectError(
+            f"Label Studio at {url} refused ({exc.code}: {detail}); a backend on this "
+            "machine needs ML_BLOCK_LOCAL_IP=false and SSRF_PROTECTION_ENABLED=false in "
+            "Label Studio's environment."
+        ) from None
+    except (URLError, OSError, KeyError, ValueError) as exc:
+        raise ProjectError(f"cannot reach Label Studio at {url} ({exc}).") from None
+    if backend.get("state") not in (None, "CO"):
+        raise ProjectError(
+            f"Label Studio could not connect the backend at {backend_url} (state "
+            f"{backend.get('state')}: {str(backend.get('error_message'))[:300]})."
+        )
+    return {"ml_backend": backend["id"], "webhook": hook["id"]}
 
 
 # -- the command line ----------------------------------------------------------------------
@@ -857,6 +922,46 @@ def backend_command(project, args):
         print("stopped.")
     finally:
         server.server_close()
+    return 0
+
+
+def add_connect_arguments(parser):
+    """``ls-connect``'s options."""
+    parser.add_argument("--url", required=True, help="Label Studio's URL")
+    parser.add_argument(
+        "--ls-project", type=int, required=True, help="the Label Studio project's id"
+    )
+    parser.add_argument(
+        "--backend-url",
+        default="http://127.0.0.1:9090",
+        help="the running ls-backend's URL, as Label Studio reaches it (default: %(default)s)",
+    )
+    parser.add_argument("--user", default="peal-sk", help="the backend's user (default: peal-sk)")
+    parser.add_argument(
+        "--api-key-env",
+        default="LABEL_STUDIO_API_KEY",
+        help="environment variable holding the API key or personal access token "
+        "(default: %(default)s)",
+    )
+    return parser
+
+
+def connect_command(project, args):
+    """``peal-sk project ls-connect``."""
+    project.close()
+    api_key, password = os.environ.get(args.api_key_env), os.environ.get(PASSWORD_ENV)
+    if not api_key or not password:
+        raise ProjectError(
+            f"set {args.api_key_env} (a Label Studio personal access token) and "
+            f"{PASSWORD_ENV} (the backend's password)."
+        )
+    r = connect(
+        args.url, args.ls_project, api_key, args.backend_url, user=args.user, password=password
+    )
+    print(
+        f"connected {args.backend_url} to Label Studio project {args.ls_project} (ML backend "
+        f"{r['ml_backend']}, webhook {r['webhook']} with the Authorization header)"
+    )
     return 0
 
 

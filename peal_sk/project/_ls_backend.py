@@ -43,7 +43,6 @@ import hmac
 import json
 import os
 import secrets
-import sqlite3
 import sys
 import threading
 import time
@@ -55,6 +54,7 @@ from urllib.parse import unquote
 from xml.etree import ElementTree
 
 from ._common import ProjectError
+from ._db import connect as db_connect
 from ._db import now, transaction
 from ._importing import CONFLICT_POLICIES
 from ._labelstudio import MAX_DEPTH, PATH_KEYS, annotation_rows, check_depth
@@ -121,9 +121,7 @@ class Inbox:
     def con(self):
         con = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            con.execute("PRAGMA journal_mode = WAL")
-            con.execute("PRAGMA synchronous = FULL")
+            con = db_connect(self.path)  # the project's settings: WAL, synchronous=FULL
             self._local.con = con
         return con
 
@@ -267,7 +265,8 @@ def sync(project, inbox, *, conflicts="refuse", delay=0.0):
         ``events`` (applied), ``labels`` (new or changed), ``withdrawn`` and ``problems``
         (images left as they were, with the reason).
     """
-    known = {r[0] for r in project.con.execute("SELECT relpath FROM images")}
+    # images that can take a label: present and readable (labelled or not)
+    known = {r["relpath"] for r in (*project.pool(include_open=True), *project.labelled())}
     n_events, problems = 0, []
     for event_id, body in inbox.pending():
         if delay:
@@ -364,7 +363,7 @@ class Ranker:
 
     @staticmethod
     def training(project):
-        return project.con.execute("SELECT MAX(id) FROM trainings").fetchone()[0] or 0
+        return project.state.n_trainings()  # trainings are never deleted: a version key
 
     def refresh(self, project, *, force=False):
         """Compute the version of the latest training, unless it is the current one.
@@ -652,21 +651,13 @@ class _Handler(BaseHTTPRequestHandler):
         return {"results": results}
 
     def _labelled(self):
-        con = sqlite3.connect(
-            (self.server.project_path / "project.sqlite").resolve().as_uri() + "?mode=ro",
-            uri=True,
-            timeout=30,
-        )
+        from ._state import State
+
+        state = State(self.server.project_path, readonly=True)
         try:
-            return {
-                r[0]
-                for r in con.execute(
-                    "SELECT i.relpath FROM labels l JOIN images i ON i.id = l.image_id "
-                    "WHERE l.superseded = 0"
-                )
-            }
+            return {r["relpath"] for r in state.labelled()}
         finally:
-            con.close()
+            state.close()
 
     def route_webhook(self, body):
         action = body.get("action")

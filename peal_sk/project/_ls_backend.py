@@ -515,6 +515,7 @@ class LabelStudioBackend(ThreadingHTTPServer):
 
         delay = float(os.environ.get(DELAY_ENV, "0") or 0)
         while not self.stopping.is_set():
+            self.wake.clear()  # before reading the inbox: a delivery meanwhile wakes us again
             try:
                 project = Project(self.project_path)
                 try:
@@ -530,7 +531,6 @@ class LabelStudioBackend(ThreadingHTTPServer):
             except Exception:  # noqa: BLE001 - the worker outlives one bad round
                 _log("worker failed:\n" + traceback.format_exc())
             self.wake.wait(timeout=5)
-            self.wake.clear()
 
 
 class _Handler(BaseHTTPRequestHandler):

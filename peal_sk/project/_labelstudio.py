@@ -81,6 +81,11 @@ def check_document_root(root, document_root=None):
     root is its parent, and a root equal to the image folder is refused with the reason.
     """
     storage = Path(root).resolve()
+    if storage.parent == storage:  # the image folder is the file system's root
+        raise ProjectError(
+            f"the image folder {storage} has no parent to serve it from; move the images "
+            "into a sub-folder."
+        )
     doc = storage.parent if document_root is None else Path(document_root).resolve()
     if doc == storage:
         raise ProjectError(
@@ -88,11 +93,6 @@ def check_document_root(root, document_root=None):
             "refuses a Local files storage equal to LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT "
             '("Please add a subdirectory"), so no image would show. Use a folder above it, '
             f"e.g. its parent {storage.parent} (the default)."
-        )
-    if doc == storage.parent == storage:  # the image folder is the file system's root
-        raise ProjectError(
-            f"the image folder {storage} has no parent to serve it from; move the images "
-            "into a sub-folder."
         )
     if not storage.is_relative_to(doc):
         raise ProjectError(

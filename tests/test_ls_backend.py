@@ -317,7 +317,7 @@ class _FakeLabelStudio(ThreadingHTTPServer):
     """Label Studio's REST API as ls-reconcile uses it: the token refresh and the export."""
 
     def __init__(self, tasks):
-        self.tasks, self.requests = tasks, []
+        self.tasks, self.requests, self.ml, self.hooks = tasks, [], [], []
         super().__init__(("127.0.0.1", 0), _FakeHandler)
 
 
@@ -338,7 +338,32 @@ class _FakeHandler(BaseHTTPRequestHandler):
         self.server.requests.append(("POST", self.path, None))
         if self.path == "/api/token/refresh" and body["refresh"] == "a.b.c":
             return self._send({"access": "ACCESS"})
-        self._send({"detail": "no"}, 401)
+        if self.headers.get("Authorization") != "Bearer ACCESS":
+            return self._send({"detail": "no"}, 401)
+        if self.path == "/api/ml":  # as Label Studio does: health and setup, then a webhook
+            self.server.ml.append({**body, "id": 7, "state": self._check_backend(body)})
+            self.server.hooks.append({"id": 9, "url": body["url"] + "/webhook", "headers": {}})
+            return self._send(self.server.ml[-1], 201)
+        self._send({"detail": "not found"}, 404)
+
+    @staticmethod
+    def _check_backend(body):
+        basic = f"{body['basic_auth_user']}:{body['basic_auth_pass']}"
+        auth = "Basic " + base64.b64encode(basic.encode()).decode()
+        ok = call(body["url"], "/health", auth=auth)[0] == 200
+        ok = ok and call(body["url"], "/setup", {"schema": CONFIG}, auth=auth)[0] == 200
+        return "CO" if ok else "ER"
+
+    def do_PATCH(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.headers.get("Authorization") != "Bearer ACCESS":
+            return self._send({"detail": "no"}, 401)
+        if self.path == "/api/ml/7":
+            self.server.ml[0].update(body, state=self._check_backend(body))
+            return self._send(self.server.ml[0])
+        hook_ = next(h for h in self.server.hooks if self.path == f"/api/webhooks/{h['id']}/")
+        hook_.update(body)
+        self._send(hook_)
 
     def do_GET(self):
         self.server.requests.append(("GET", self.path, self.headers.get("Authorization")))
@@ -346,6 +371,10 @@ class _FakeHandler(BaseHTTPRequestHandler):
             return self._send({"detail": "no"}, 401)
         if self.path.startswith("/api/projects/1/export?exportType=JSON"):
             return self._send(self.server.tasks)
+        if self.path == "/api/ml?project=1":
+            return self._send(self.server.ml)
+        if self.path == "/api/webhooks/?project=1":
+            return self._send(self.server.hooks)
         self._send({"detail": "not found"}, 404)
 
 
@@ -407,3 +436,34 @@ def test_retrain_every_n_labels_gives_a_new_model_version(backend, project, tmp_
     assert version().startswith("peal-sk entropy (model), 9 labels, training 1")
     status, body, _ = call(server.url, "/predict", {"tasks": tasks, "label_config": CONFIG})
     assert all(r["model_version"] == version() for r in body["results"])
+
+
+def test_connect_sets_basic_auth_and_the_webhook_header(backend, project, monkeypatch, capsys):
+    """ls-connect adds the backend (the fake Label Studio calls /health and /setup with the
+    credentials, as the real one does) and puts the Authorization header on its webhook."""
+    server = backend()
+    fake = _FakeLabelStudio([])
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{fake.server_address[1]}"
+        args = ["--url", url, "--ls-project", "1", "--backend-url", server.url]
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", "a.b.c")
+        monkeypatch.setenv(PASSWORD_ENV, "wrong")
+        with pytest.raises(SystemExit):
+            cli("ls-connect", project, *args)
+        assert "could not connect the backend" in capsys.readouterr().err
+        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+        assert cli("ls-connect", project, *args) == 0
+        assert "(ML backend 7, webhook 9 with the Authorization header)" in capsys.readouterr().out
+        assert [m["state"] for m in fake.ml] == ["CO"]  # the same backend, updated
+        (hook_,) = {h["id"]: h for h in fake.hooks}.values()
+        task = _tasks(project)[0]
+        name = task["data"]["image"].rsplit("/", 1)[1]
+        delivery = hook(1, task, truth(name))
+        assert (
+            call(server.url, "/webhook", delivery, auth=hook_["headers"]["Authorization"])[0] == 200
+        )
+        assert wait_for(lambda: current_labels(project) == {name: truth(name)})
+    finally:
+        fake.shutdown()
+        fake.server_close()

@@ -773,6 +773,12 @@ def connect(url, ls_project, api_key, backend_url, *, user, password, title="pea
             backend = _request(f"{url}/api/ml/{same[0]['id']}", headers, ml, method="PATCH")
         else:
             backend = _request(f"{url}/api/ml", headers, ml)
+        if backend.get("state") not in (None, "CO"):
+            raise ProjectError(
+                f"Label Studio could not connect the backend at {backend_url} (state "
+                f"{backend.get('state')}: {str(backend.get('error_message'))[:300]}); check "
+                f"that it runs, the user and ${PASSWORD_ENV}."
+            )
         hooks = _request(f"{url}/api/webhooks/?project={int(ls_project)}", headers)
         hook = next((h for h in hooks if h.get("url") == backend_url + "/webhook"), None)
         body = {"headers": {"Authorization": basic}}
@@ -795,11 +801,6 @@ def connect(url, ls_project, api_key, backend_url, *, user, password, title="pea
         ) from None
     except (URLError, OSError, KeyError, ValueError) as exc:
         raise ProjectError(f"cannot reach Label Studio at {url} ({exc}).") from None
-    if backend.get("state") not in (None, "CO"):
-        raise ProjectError(
-            f"Label Studio could not connect the backend at {backend_url} (state "
-            f"{backend.get('state')}: {str(backend.get('error_message'))[:300]})."
-        )
     return {"ml_backend": backend["id"], "webhook": hook["id"]}
 
 

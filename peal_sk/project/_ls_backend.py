@@ -410,7 +410,8 @@ class Ranker:
         version = (
             f"peal-sk {strategy} ({phase}), {len(y)} labels"
             + (f", training {training}" if training else "")
-            + f", {project.backbone['backbone']}"
+            + (", logreg on " if clf is not None else ", ")
+            + f"{project.backbone['backbone']} embeddings"
         )
         return version, scores, predictions
 

@@ -285,7 +285,13 @@ def sync(project, inbox, *, conflicts="refuse", delay=0.0):
                 "ON CONFLICT (relpath) DO UPDATE SET gen = gen + 1",
                 [(r,) for r in sorted(touched)],
             )
-            con.execute("UPDATE events SET done = 1, error = ? WHERE id = ?", (error, event_id))
+            # an applied delivery keeps its digest (duplicates are still recognised), not its
+            # body (a reconcile's is the whole export); a failed one keeps it for diagnosis
+            con.execute(
+                "UPDATE events SET done = 1, error = ?, body = CASE WHEN ? IS NULL THEN x'' "
+                "ELSE body END WHERE id = ?",
+                (error, error, event_id),
+            )
         n_events += 1
     result = {"events": n_events, "labels": 0, "withdrawn": 0, "problems": problems}
     dirty = inbox.con.execute("SELECT relpath, gen FROM dirty ORDER BY relpath").fetchall()

@@ -36,6 +36,9 @@ the previous state, and two commands at once wait for each other.
   rescan   bring the project in line with a changed image folder (propose, status
            and train rescan first too)
   serve    label the open batch in a browser: a local page with a random access token
+  ls-backend    the project as a Label Studio ML backend (predictions, webhooks)
+  ls-connect    connect it to a Label Studio project (REST API)
+  ls-reconcile  pull a Label Studio project's annotations after missed webhooks
 
 Before two classes have labels, propose uses the label-free --cold-start strategy
 (default bilaf) on frozen backbone embeddings; afterwards --strategy (default entropy)
@@ -162,7 +165,23 @@ def add_project_parser(sub):
         action="store_true",
         help="apply labels that differ from the current ones (the old ones stay in history)",
     )
-    imp.add_argument("--annotator", default=None, help="who labelled (default: the OS user)")
+    imp.add_argument(
+        "--annotator",
+        default=None,
+        help="who labelled, for rows whose file names nobody (default: the OS user; a Label "
+        "Studio export names each annotation's annotator)",
+    )
+    from ._importing import CONFLICT_POLICIES
+
+    imp.add_argument(
+        "--conflicts",
+        choices=CONFLICT_POLICIES,
+        default="refuse",
+        help="different labels for one image (two annotators of a Label Studio task): "
+        "refuse (nothing imported, each annotator and value listed), ground-truth (the "
+        "annotation marked ground truth), majority, or latest (the last updated) "
+        "(default: %(default)s)",
+    )
 
     status = add("status", "labels, batches, validation estimate, learning curve")
     status.add_argument(
@@ -215,7 +234,8 @@ def add_project_parser(sub):
         type=Path,
         default=None,
         help="label-studio: the folder Label Studio serves local files from "
-        "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; default: the image folder)",
+        "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; default: the image folder's parent; the "
+        "image folder itself is refused, Label Studio needs its storage below the root)",
     )
 
     sheet = add(
@@ -226,6 +246,35 @@ def add_project_parser(sub):
     from ._serve import add_serve_arguments
 
     add_serve_arguments(add("serve", "label the open batch in a browser (a local web page)"))
+
+    from ._ls_backend import (
+        add_backend_arguments,
+        add_connect_arguments,
+        add_reconcile_arguments,
+    )
+
+    add_backend_arguments(
+        add(
+            "ls-backend",
+            "serve the project as a Label Studio ML backend: predictions scored by the "
+            "strategy, labels from annotation webhooks (HTTP Basic auth; password from "
+            "$PEAL_SK_LS_PASSWORD)",
+        )
+    )
+    add_connect_arguments(
+        add(
+            "ls-connect",
+            "connect a running ls-backend to a Label Studio project through its REST API "
+            "(the ML backend with Basic auth, and the Authorization header on its webhook)",
+        )
+    )
+    add_reconcile_arguments(
+        add(
+            "ls-reconcile",
+            "pull every annotation of a Label Studio project through its REST API and make "
+            "the project's Label Studio labels match (after missed webhooks)",
+        )
+    )
 
     rescan = add("rescan", "add new images, mark removed ones missing, check changed ones")
     rescan.add_argument(
@@ -343,7 +392,9 @@ def _propose(project, args):
 
 def _import(project, args):
     try:
-        r = project.import_labels(args.csv, relabel=args.relabel, annotator=args.annotator)
+        r = project.import_labels(
+            args.csv, relabel=args.relabel, annotator=args.annotator, conflicts=args.conflicts
+        )
     except LabelConflictError as exc:
         print(
             f"error: nothing imported from {args.csv}: {len(exc.conflicts)} label(s) differ "
@@ -384,6 +435,10 @@ def _status(project, args):
         listed = "; ".join(f"{rel} ({err})" for rel, err in s["corrupt_files"][:20])
         _warn(f"{s['corrupt']} unreadable image(s), never proposed: {listed}")
     print("labels per class: " + ", ".join(f"{c} {n}" for c, n in s["per_class"].items()))
+    if s["per_annotator"]:
+        print(
+            "labels per annotator: " + ", ".join(f"{a} {n}" for a, n in s["per_annotator"].items())
+        )
     open_batches = [b for b in s["batches"] if not b["closed"]]
     print(
         f"batches: {len(s['batches'])} ({len(open_batches)} open"
@@ -425,9 +480,12 @@ def _export(project, args):
         )
         print(
             f"wrote {r['n_tasks']} Label Studio tasks of batch {r['batch']} to {r['out']} "
-            f"({pre})\n  labelling config: {r['config']}\n  serve the images with "
+            f"({pre})\n  labelling config: {r['config']}\n  start Label Studio with "
             "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
-            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={args.document_root or project.root}\n"
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={r['document_root']}\n"
+            f"  add a Local files storage with the absolute path {r['storage']} (Settings > "
+            "Cloud Storage > Add Source Storage > Local files; do not sync it, import the "
+            "tasks file)\n"
             f"  then: peal-sk project import --project {args.project} <the JSON export>"
         )
         return 0
@@ -454,6 +512,24 @@ def _serve(project, args):
     return serve_command(project, args)
 
 
+def _ls_backend(project, args):
+    from ._ls_backend import backend_command
+
+    return backend_command(project, args)
+
+
+def _ls_connect(project, args):
+    from ._ls_backend import connect_command
+
+    return connect_command(project, args)
+
+
+def _ls_reconcile(project, args):
+    from ._ls_backend import reconcile_command
+
+    return reconcile_command(project, args)
+
+
 _COMMANDS = {
     "propose": _propose,
     "import": _import,
@@ -463,4 +539,7 @@ _COMMANDS = {
     "sheet": _sheet,
     "rescan": _rescan,
     "serve": _serve,
+    "ls-backend": _ls_backend,
+    "ls-connect": _ls_connect,
+    "ls-reconcile": _ls_reconcile,
 }

@@ -374,7 +374,7 @@ class Project:
         return files
 
     # -- import -------------------------------------------------------------------------
-    def import_labels(self, csv_path, *, relabel=False, annotator=None):
+    def import_labels(self, csv_path, *, relabel=False, annotator=None, conflicts="refuse"):
         """Import labels from a file, all or nothing, in one transaction.
 
         The file is a ``path,label`` CSV / TSV (with or without a header; the delimiter
@@ -386,6 +386,12 @@ class Project:
         line numbers, and nothing is imported. A label equal to the current one changes
         nothing (re-importing a file is a no-op).
 
+        Each label records its annotator: Label Studio's (the e-mail or user id its export
+        names), else ``annotator`` (default: the OS user). Different labels for one image
+        (two annotators of a Label Studio task) are settled by ``conflicts``: ``"refuse"``
+        (an error naming each annotator and value; nothing imported), ``"ground-truth"``,
+        ``"majority"`` or ``"latest"`` (see :func:`._importing.choose_labels`).
+
         Returns
         -------
         report : dict
@@ -395,7 +401,7 @@ class Project:
         """
         self.state.require_writable("import")
         rows, kind = read_label_file(csv_path)
-        report = self._import_rows(rows, relabel, annotator, str(csv_path))
+        report = self._import_rows(rows, relabel, annotator, str(csv_path), conflicts)
         return {**report, "format": kind}
 
     def import_records(self, records, *, relabel=False, annotator=None, source="records"):
@@ -433,7 +439,7 @@ class Project:
             rows.append((f"record {k}", str(value).strip(), str(label).strip()))
         return self._import_rows(rows, relabel, annotator, str(source))
 
-    def _import_rows(self, rows, relabel, annotator, source):
+    def _import_rows(self, rows, relabel, annotator, source, conflicts="refuse"):
         return self.state.import_rows(
             rows,
             classes=self.classes,
@@ -442,6 +448,7 @@ class Project:
             annotator=annotator,
             source=source,
             what=source,
+            conflicts=conflicts,
         )
 
     # -- status, train, export ----------------------------------------------------------
@@ -459,6 +466,7 @@ class Project:
             "image_root": str(self.root),
             "classes": self.classes,
             "per_class": {c: int(counts["per_class"].get(c, 0)) for c in self.classes},
+            "per_annotator": self.state.annotator_counts(),
             "labelled": len(labelled),
             "unlabelled": by_status.get("present", 0) - len(labelled),
             "missing": by_status.get("missing", 0),
@@ -554,17 +562,21 @@ class Project:
             The batch (default: the latest open one).
         document_root : path-like, default=None
             Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` (default: the
-            image folder); image URLs are ``/data/local-files/?d=<path under it>``.
+            image folder's parent); image URLs are ``/data/local-files/?d=<path under
+            it>``. The image folder itself is refused: Label Studio needs a *Local
+            files* storage strictly under its document root.
         force : bool, default=False
             Replace existing files.
 
         Returns
         -------
         result : dict
-            ``out``, ``config`` (paths), ``batch``, ``n_tasks`` and ``predictions``
-            (whether pre-annotations were written: once two classes have labels).
+            ``out``, ``config`` (paths), ``batch``, ``n_tasks``, ``predictions``
+            (whether pre-annotations were written: once two classes have labels),
+            ``document_root`` and ``storage`` (the *Local files* storage path to add).
         """
         out = Path(out)
+        document_root, storage = _labelstudio.check_document_root(self.root, document_root)
         batch = self.state.latest_open_batch() if batch is None else int(batch)
         if batch is None:
             raise ProjectError(
@@ -585,7 +597,7 @@ class Project:
         tasks = _labelstudio.tasks(
             items,
             root=self.root,
-            document_root=self.root if document_root is None else document_root,
+            document_root=document_root,
             predictions=predictions,
             model_version=model_version,
         )
@@ -598,6 +610,8 @@ class Project:
             "batch": batch,
             "n_tasks": len(tasks),
             "predictions": predictions is not None,
+            "document_root": document_root,
+            "storage": storage,
         }
 
     @staticmethod

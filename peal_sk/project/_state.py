@@ -34,6 +34,7 @@ from ._db import (
     now,
     transaction,
 )
+from ._importing import choose_labels
 
 __all__ = [
     "IMPORT_DELAY_ENV",
@@ -221,6 +222,16 @@ class State:
                 )
             ],
         }
+
+    def annotator_counts(self):
+        """``{annotator: number of current labels}`` of present images."""
+        return dict(
+            self.con.execute(
+                "SELECT l.annotator, COUNT(*) FROM labels l JOIN images i ON i.id = l.image_id "
+                "WHERE l.superseded = 0 AND i.status = 'present' GROUP BY l.annotator "
+                "ORDER BY COUNT(*) DESC, l.annotator"
+            ).fetchall()
+        )
 
     def n_trainings(self):
         return int(self.con.execute("SELECT COUNT(*) FROM trainings").fetchone()[0])
@@ -418,12 +429,18 @@ class State:
                 (ident, str(Path(cache_path).relative_to(self.path)), now()),
             )
 
-    def import_rows(self, rows, *, classes, resolve, relabel, annotator, source, what):
+    def import_rows(
+        self, rows, *, classes, resolve, relabel, annotator, source, what, conflicts="refuse"
+    ):
         """The one transactional import of labels: all or nothing.
 
-        ``rows`` are ``(where, path, label)`` (``where``: ``"line 3"``, ``"record 2"``);
-        ``resolve(value, known relpaths)`` maps a path cell to a project relpath.
+        ``rows`` are ``(where, path, label)`` (``where``: ``"line 3"``, ``"record 2"``) or
+        ``(where, path, label, info)`` with the row's ``annotator`` (recorded instead of
+        ``annotator``), ``ground_truth`` and ``time``; ``resolve(value, known relpaths)``
+        maps a path cell to a project relpath; ``conflicts`` settles different labels for
+        one image (:func:`._importing.choose_labels`).
         """
+
         annotator = annotator or default_annotator()
         report = {"new": 0, "unchanged": 0, "relabelled": 0, "conflicts": [], "skipped_empty": 0}
         with self.write("import"):
@@ -431,7 +448,7 @@ class State:
             status = dict(self.con.execute("SELECT relpath, status FROM images").fetchall())
             unknown_labels, unknown_paths, unscanned, gone, wanted = {}, [], [], [], {}
             root = Path(self.meta["image_root"])
-            for where, value, label in rows:
+            for where, value, label, *info in rows:
                 if not label:
                     report["skipped_empty"] += 1
                     continue
@@ -445,7 +462,7 @@ class State:
                 if status[rel] == "missing":
                     gone.append(f"{where}: {value}")
                     continue
-                wanted.setdefault(rel, []).append((where, label))
+                wanted.setdefault(rel, []).append((where, label, info[0] if info else {}))
             errors = []
             if unknown_labels:
                 listed = "; ".join(
@@ -468,19 +485,15 @@ class State:
                     f"{len(gone)} image(s) no longer in the folder (marked missing by the "
                     f"last scan): {listing(gone)}"
                 )
-            clashes = [
-                f"{rel} (" + ", ".join(f"{n}: {lab}" for n, lab in seen) + ")"
-                for rel, seen in wanted.items()
-                if len({lab for _, lab in seen}) > 1
-            ]
+            chosen, clashes = choose_labels(wanted, conflicts)
             if clashes:
                 errors.append(f"different labels for the same image: {listing(clashes)}")
             if errors:
                 raise ProjectError(f"nothing imported from {what}:\n  " + "\n  ".join(errors))
             stamp = now()
-            for k, (rel, seen) in enumerate(sorted(wanted.items())):
-                self._test_delay("import", f"import row {k + 1}/{len(wanted)}")
-                label, image_id = seen[0][1], ids[rel]
+            for k, (rel, (label, who)) in enumerate(sorted(chosen.items())):
+                self._test_delay("import", f"import row {k + 1}/{len(chosen)}")
+                image_id = ids[rel]
                 current = self.con.execute(
                     "SELECT id, label FROM labels WHERE image_id = ? AND superseded = 0",
                     (image_id,),
@@ -501,12 +514,23 @@ class State:
                 self.con.execute(
                     "INSERT INTO labels (image_id, label, annotator, time, source) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (image_id, label, annotator, stamp, source),
+                    (image_id, label, who or annotator, stamp, source),
                 )
             if report["conflicts"] and not relabel:
                 raise LabelConflictError(what, report["conflicts"])  # rolls everything back
             report["closed_batches"] = self.close_finished_batches()
         return report
+
+    def withdraw_labels(self, relpaths, *, source):
+        """Supersede the current labels of ``relpaths`` given by ``source`` (their
+        annotation was deleted where they came from); they stay in the history.
+        Returns how many were withdrawn."""
+        with self.write("withdraw labels"):
+            return self.con.executemany(
+                "UPDATE labels SET superseded = 1 WHERE superseded = 0 AND source = ? AND "
+                "image_id = (SELECT id FROM images WHERE relpath = ?)",
+                [(source, rel) for rel in relpaths],
+            ).rowcount
 
     @staticmethod
     def _test_delay(command, message=None):

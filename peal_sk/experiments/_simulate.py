@@ -185,6 +185,8 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         if not self.strategies or not self.seeds or not self.models:
             raise ValueError("strategies, seeds and models must not be empty.")
+        if self.mode == "one-shot" and (not self.budgets or min(self.budgets) < 1):
+            raise ValueError(f"budgets must be >= 1; got {self.budgets}.")
         bad = [s for s in self.seeds if not _is_int(s) or s < 0]
         if bad:
             raise ValueError(f"seeds must be integers >= 0; got {bad}.")
@@ -199,8 +201,6 @@ class SimulationConfig:
                 "test_size must be a fraction in (0, 1), a number of samples >= 1 or None; "
                 f"got {size!r}."
             )
-        if self.mode == "one-shot" and (not self.budgets or min(self.budgets) < 1):
-            raise ValueError(f"budgets must be >= 1; got {self.budgets}.")
         return self
 
     def digest(self):

@@ -17,9 +17,6 @@ BUILTIN = {"digits": "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 cl
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
-#: Test fraction of a dataset without a test split of its own (``test_size=None``).
-DEFAULT_TEST_SIZE = 0.25
-
 
 @dataclass
 class Dataset:
@@ -73,6 +70,10 @@ class Dataset:
     features_test: np.ndarray = None
     skipped: tuple = ()
     own_test_split: bool = False
+
+
+#: Test fraction of a dataset without a test split of its own (``test_size=None``).
+DEFAULT_TEST_SIZE = 0.25
 
 
 def _split(X, y, seed, test_size):

@@ -260,7 +260,8 @@ def _timed_inference(estimator):
     The methods are shadowed by timed ones on the instances (the estimator and, for a
     Pipeline, its steps, which a strategy may call through ``pipe[:-1].transform``) and
     restored afterwards. Types, ``hasattr`` answers and results are unchanged, so the
-    strategy behaves as without the clock.
+    strategy behaves as without the clock. (Only pickling the model inside the block would
+    notice: the timed methods are local functions. No strategy does.)
     """
     from sklearn.pipeline import Pipeline
 
@@ -570,8 +571,11 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     ----------
     config : SimulationConfig
     out : str or path-like
-        Results folder: ``cells/`` (one JSON per finished cell), ``results.json``,
-        ``results.csv``, ``table.md`` and ``curves.png`` (with matplotlib installed).
+        Results folder: ``cells/`` (one JSON per finished cell, one checkpoint per
+        unfinished cell, rewritten after every cycle), ``results.json``, ``results.csv``,
+        ``table.md`` and ``curves.png`` (with matplotlib installed). Running again in the
+        same folder keeps the finished cells and continues each unfinished one after its
+        last finished cycle, with the numbers an uninterrupted run gives.
     force : bool, default=False
         Start over in a folder that holds results of another configuration.
     targets : list of float or None
@@ -585,7 +589,10 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     results : dict
         What ``results.json`` holds (``config``, ``targets``, ``cells``: one dict per
         (model, strategy, seed) with ``n_labels`` and ``accuracy`` per cycle or budget,
-        ``wall_time_s``), plus ``table`` (the markdown table) and ``plot`` (the path of
+        ``timing`` (lists of ``fit_s``, ``inference_s``, ``selection_s`` and ``score_s``
+        aligned with them), ``labeled`` (iterative mode: the pool positions labelled, in
+        pick order) and ``time_s``; ``wall_time_s``), plus ``table`` (the markdown
+        tables: accuracy, then mean time per cycle) and ``plot`` (the path of
         ``curves.png``, None without matplotlib).
 
     Examples

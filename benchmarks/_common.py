@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from peal_sk.utils._io import write_atomic
+
 
 def make_data(n, d=384, n_centres=100, seed=0):
     """Issue 3's synthetic features: float32, centres N(0, 2^2), points centre + N(0, 1)."""
@@ -21,15 +23,10 @@ def make_data(n, d=384, n_centres=100, seed=0):
 
 def write_json(path, result):
     """Write ``result`` to ``path`` as indented JSON, atomically: a killed run leaves the
-    previous result file whole (written to a temporary file beside it, then renamed)."""
+    previous result file whole (:func:`peal_sk.utils._io.write_atomic`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {path}")
 
 

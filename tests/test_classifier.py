@@ -19,7 +19,7 @@ from torch import nn  # noqa: E402
 from peal_sk import ActiveLearner, BiLAFSelector, EntropySelector  # noqa: E402
 from peal_sk.classifier import PEALClassifier, auto_target_modules  # noqa: E402
 from peal_sk.classifier._lora import lora_parameter_count  # noqa: E402
-from peal_sk.classifier._peal import _PEALModule  # noqa: E402
+from peal_sk.classifier._nets import PEALModule  # noqa: E402
 from peal_sk.classifier._torch_utils import native_bf16_cpu  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -182,7 +182,7 @@ def test_fit_steps_can_be_overridden():
         def initialize_module(self, backbone):
             calls.append("module")
             module = super().initialize_module(backbone)
-            assert isinstance(module, _PEALModule)
+            assert isinstance(module, PEALModule)
             return module
 
         def initialize_net(self, module, y_enc):
@@ -221,6 +221,9 @@ def test_cached_prefix_equals_plain_lora_on_the_last_blocks():
         "max_epochs": 3,
         "lr": 1e-2,
         "random_state": 0,
+        # like with like: the stored prefix comes from the engine measured fastest, the
+        # plain path runs it in the training precision; both float32 here
+        "precision": "fp32",
     }
     cached = PEALClassifier(**kw).fit(X, y)
     plain = PEALClassifier(**kw, cache_prefix=False).fit(X, y)

@@ -277,3 +277,72 @@ def test_iterative_queries_draw_afresh_every_cycle(tmp_path, monkeypatch):
     assert max(shifts) > 3 * config.step, positions
     again = simulate(config, tmp_path / "b", progress=False)  # still reproducible
     assert [c["accuracy"] for c in first["cells"]] == [c["accuracy"] for c in again["cells"]]
+
+
+# -- issue 27: values that used to give silent wrong numbers ----------------------------------
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--targets", "50"], "got 50.0 (did you mean 0.5?)"),
+        (["--targets", "0"], "targets are accuracies as fractions in (0, 1]"),
+        (["--targets", "0.8", "0.8"], "targets lists 0.8 more than once"),
+        (["--seeds", "0", "0"], "seeds lists 0 more than once"),
+        (["--strategies", "random", "random"], "strategies lists 'random' more than once"),
+    ],
+    ids=["percent-target", "zero-target", "target-twice", "seed-twice", "strategy-twice"],
+)
+def test_repeated_or_out_of_range_values_are_refused(extra, message, tmp_path, capsys):
+    data, out = small_npz(tmp_path), tmp_path / "out"
+    base = ["simulate", "--dataset", str(data), "--out", str(out), "--initial", "6", "--step", "6"]
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--cycles", "1", *FAST, *extra])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_targets_are_fractions_and_the_column_says_percent(tmp_path):
+    data = small_npz(tmp_path)
+    config = SimulationConfig(
+        dataset=str(data), strategies=["random"], seeds=[0], initial=6, step=6, cycles=1
+    )
+    results = simulate(config, tmp_path / "out", targets=[0.5], progress=False, log=print)
+    assert "labels to reach 50.0 %" in results["table"]
+    assert results["targets"] == [0.5]
+
+
+def test_truncated_jpeg_and_png_are_both_skipped_with_a_warning(tmp_path):
+    """Issue 27: a half-truncated JPEG passed Pillow's verify() and stopped the run later."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(6):
+            # large enough that half the file cuts the JPEG's compressed data, not its header
+            arr = rng.integers(0, 255, size=(96, 96, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(
+                tmp_path / "imgs" / label / f"{i}.{'jpg' if i % 2 else 'png'}"
+            )
+    for name in ("1.jpg", "2.png"):
+        path = tmp_path / "imgs" / "dogs" / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable") as record:
+        data = load_dataset(tmp_path / "imgs", seed=0, test_size=0.25)
+    message = str(record[0].message)
+    assert "1.jpg" in message and "2.png" in message
+    assert len(data.y_train) + len(data.y_test) == 10
+    kept = [*data.X_train, *data.X_test]
+    assert not any(p.endswith(("dogs/1.jpg", "dogs/2.png")) for p in kept)
+
+
+def test_one_list_of_image_extensions():
+    """Issue 28: embed accepted .ppm and project did not; one list serves all three."""
+    from peal_sk.distributed import _shards
+    from peal_sk.experiments import _data
+    from peal_sk.project import _common
+    from peal_sk.utils._image_files import IMAGE_EXTENSIONS
+
+    assert ".ppm" in IMAGE_EXTENSIONS
+    assert _shards.IMAGE_EXTENSIONS is _data.IMAGE_EXTENSIONS is _common.IMAGE_EXTENSIONS
+    assert _common.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS

@@ -260,3 +260,113 @@ def test_killed_run_resumes_without_recomputing_or_partial_shards(tmp_path, chec
     X, got = load_shards(out, verify=True)
     assert list(got) == paths
     assert_allclose(X, embedder(checkpoint).fit().transform(paths), **TOL)
+
+
+# -- issue 27: names that break lines, failed runs, options checked before any work -----------
+ODD_NAMES = ["form\x0cfeed", "vertical\x0btab", "fs\x1c", "gs\x1d", "rs\x1e", "nel\x85", "ls\u2028"]
+ODD_NAMES += ["ps\u2029", "new\nline", "carriage\rreturn"]
+
+
+def test_file_names_with_line_separators_round_trip(tmp_path, checkpoint):
+    src, out = tmp_path / "images", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, name in enumerate(ODD_NAMES):
+        p = src / f"{k:02d}-{name}.png"
+        Image.fromarray(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    assert main(args(src, out, checkpoint, shard_size=4)) == 0
+    X, got = load_shards(out, verify=True)
+    assert list(got) == sorted(paths)
+    assert_allclose(X, embedder(checkpoint).fit().transform(sorted(paths)), **TOL)
+    # shards written before the encoding (one plain path per line) are still read, at the
+    # form feed and its kin too
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        rows = [p for p in got[4 * entry["index"] : 4 * entry["index"] + entry["rows"]]]
+        if any(c in p for p in rows for c in "\n\r"):
+            continue  # such names were never written by older runs
+        (out / entry["paths_file"]).write_text("".join(p + "\n" for p in rows), encoding="utf-8")
+        del entry["paths_encoding"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert list(load_shards(out)[1]) == sorted(paths)
+
+
+def test_a_failed_run_leaves_no_manifest(tmp_path, checkpoint, capsys):
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    src, out = tmp_path / "images", tmp_path / "out"
+    make_images(src, n=4)
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main(args(src, out, checkpoint, "--scheduler", "tcp://127.0.0.1:1")) == 2
+    assert "peal-sk embed: error:" in capsys.readouterr().err
+    assert not (out / "manifest.json").exists()
+    # the corrected command, with another shard size, is not refused
+    assert main(args(src, out, checkpoint, shard_size=2)) == 0
+    assert load_shards(out)[0].shape == (4, 16)
+
+
+def test_a_manifest_without_shards_does_not_block_another_configuration(tmp_path, checkpoint):
+    src, out = tmp_path / "images", tmp_path / "out"
+    make_images(src, n=3)
+    assert main(args(src, out, checkpoint, shard_size=2)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        (out / entry["file"]).unlink()
+        (out / entry["paths_file"]).unlink()
+    manifest.update(shards=[], complete=False)  # what a failed older run left
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(args(src, out, checkpoint, shard_size=5)) == 0
+    assert json.loads((out / "manifest.json").read_text())["config"]["shard_size"] == 5
+
+
+def test_library_errors_name_parameters_and_the_command_its_flags(tmp_path, checkpoint, capsys):
+    src, out = tmp_path / "images", tmp_path / "out"
+    make_images(src, n=3)
+    assert main(args(src, out, checkpoint)) == 0
+    with pytest.raises(FileExistsError, match=r"pass force=True"):
+        embed_to_shards(src, out, embedder(checkpoint), shard_size=2)
+    with pytest.raises(SystemExit):
+        main(args(src, out, checkpoint, shard_size=2))
+    err = capsys.readouterr().err
+    assert "pass --force" in err and "force=True" not in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--backbone-kwargs", '{"depth": 1, "embed_dim": 16, "num_heads": 2, "bogus_arg": 1}'],
+            "--backbone-kwargs {'depth': 1, 'embed_dim': 16, 'num_heads': 2, 'bogus_arg': 1} do "
+            "not fit",
+        ),
+        (["--device", "bogus"], "--device 'bogus' is not a torch device"),
+        (["--device", "cuda"], "--device 'cuda', but torch finds no CUDA GPU"),
+        (["--device", "cuda:7"], "--device 'cuda:7', but "),
+        (["--checkpoint", "NOT_WEIGHTS"], "is not a weight file that loads safely"),
+    ],
+    ids=[
+        "backbone-kwargs",
+        "device-bogus",
+        "device-cuda",
+        "device-cuda-7",
+        "checkpoint-not-weights",
+    ],
+)
+def test_embed_options_fail_before_any_work(tmp_path, checkpoint, capsys, extra, message):
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    if "cuda:7" in extra and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    src, out = tmp_path / "images", tmp_path / "out"
+    make_images(src, n=2)
+    (tmp_path / "junk.pth").write_bytes(b"not weights")
+    extra = [str(tmp_path / "junk.pth") if e == "NOT_WEIGHTS" else e for e in extra]
+    with pytest.raises(SystemExit) as exc:
+        main([*args(src, out, checkpoint), *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "weights_only" not in err
+    assert len(err.strip().splitlines()) == 2  # usage + one error line
+    assert not out.exists()

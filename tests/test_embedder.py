@@ -46,7 +46,9 @@ def images(n=12, seed=0, size=28):
 
 
 def embedder(**kwargs):
-    return BackboneEmbedder(**{**TINY, "batch_size": 8, **kwargs})
+    # float32 unless a test asks otherwise: "auto" picks the precision measured fastest,
+    # which may differ by CPU kind and batch size; comparisons here are of float32 values
+    return BackboneEmbedder(**{**TINY, "batch_size": 8, "precision": "fp32", **kwargs})
 
 
 def cache_files(path, pattern="embeddings-*.npy"):
@@ -109,7 +111,7 @@ def test_not_fitted(X):
 def test_clone_and_params(fitted, tmp_path):
     params = fitted.get_params()
     assert params["img_size"] == 28 and params["backbone_kwargs"] == TINY["backbone_kwargs"]
-    assert params["precision"] == "auto" and params["cache_dir"] is None
+    assert params["precision"] == "fp32" and params["cache_dir"] is None
     assert params["engine"] == "auto" and params["batch_size"] == 8
     c = clone(fitted)
     assert not hasattr(c, "n_features_out_")
@@ -142,7 +144,7 @@ def test_deterministic_and_matches_unfitted_classifier(X, fitted):
     # batching does not change the embeddings
     assert_allclose(embedder(batch_size=5).fit(X).transform(X), a, rtol=1e-5, atol=1e-5)
     # an unfitted PEALClassifier embeds with the same pristine (pretrained) backbone
-    clf = PEALClassifier(**TINY, batch_size=16)
+    clf = PEALClassifier(**TINY, batch_size=16, precision="fp32")
     assert_allclose(clf.transform(X), a, rtol=1e-5, atol=1e-6)
     # ... and the classifier's deep copy did not change the shared backbone
     assert_array_equal(fitted.transform(X), a)

@@ -53,3 +53,21 @@ def test_no_overwrite_never_replaces(tmp_path, monkeypatch, hard_links):
         write_atomic(path, "second", overwrite=False)
     assert path.read_text() == "first"
     assert _leftovers(tmp_path) == []
+
+
+def test_writers_that_take_a_file_name(tmp_path):
+    path = tmp_path / "weights.npy"
+    write_atomic(path, lambda name: np.save(name, np.arange(4)), by_name=True, fsync=True)
+    np.testing.assert_array_equal(np.load(path), np.arange(4))
+
+    def fail(name):
+        with open(name, "wb") as fh:
+            fh.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, fail, by_name=True)
+    np.testing.assert_array_equal(np.load(path), np.arange(4))
+    with pytest.raises(TypeError, match="callable"):
+        write_atomic(path, b"bytes", by_name=True)
+    assert sorted(os.listdir(tmp_path)) == ["weights.npy"]  # no temporary file left

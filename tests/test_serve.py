@@ -767,3 +767,58 @@ def test_label_a_batch_in_a_real_browser_with_the_keyboard(tmp_path, browser):
         assert errors == []
     finally:
         running.close()
+
+
+# -- a save is one transaction: checked first, committed last (issue 27) ---------------------
+@pytest.mark.parametrize("batch", [999, 10**30, 2**63, 1e30])
+def test_a_save_to_an_unknown_or_absurd_batch_saves_nothing(server, batch):
+    project = server.server.project_path
+    items = batch_items(server)
+    labels = [{"path": it["path"], "label": truth(it["path"]), "previous": None} for it in items]
+    status, data = server.save(labels, batch=batch)
+    assert status == (404 if batch == 999 else 400), data
+    assert str(batch) in data["error"]
+    assert db_labels(project) == []  # an error answer means nothing was saved
+    status, data = server.save(labels, batch=1)
+    assert status == 200 and data["report"]["new"] == len(items)
+
+
+def test_a_failure_after_the_import_rolls_the_import_back(server, monkeypatch):
+    from peal_sk.project._state import State
+
+    project = server.server.project_path
+    items = batch_items(server)
+
+    def broken(self, batch=None):
+        raise RuntimeError("the page state failed")
+
+    monkeypatch.setattr(State, "page_state", broken)
+    status, data = server.save([{"path": items[0]["path"], "label": "red"}])
+    assert status == 500 and "RuntimeError" in data["error"]
+    assert db_labels(project) == []
+
+
+def test_a_deeply_nested_body_is_a_400(server):
+    body = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/api/labels", "/api/propose"):
+        status, _, data = server.request(
+            "POST", path, body, headers={"Content-Type": "application/json"}
+        )
+        assert status == 400 and b"nested too deeply" in data, data[:200]
+
+
+def test_a_busy_project_is_told_apart_by_type(project):
+    from peal_sk.project._state import ProjectBusyError
+
+    holder = sqlite3.connect(project / "project.sqlite", isolation_level=None)
+    proj = Project(project)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        proj.con.execute("PRAGMA busy_timeout = 50")
+        with pytest.raises(ProjectBusyError, match="is busy"):
+            proj.import_records([("red_0.png", "red")])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        proj.close()
+    assert db_labels(project) == []

@@ -328,7 +328,7 @@ def test_lora_cells_resume_to_the_same_numbers(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(seeds=[0, -1]), r"seeds must be integers >= 0; got \[-1\]"),
+        (dict(seeds=[0, -1]), r"seeds must be >= 0 \(they seed NumPy generators\); got \[-1\]"),
         (dict(pool_size=0), "pool_size must be an int >= 1 or None; got 0"),
         (dict(test_size=0.0), r"test_size must be a fraction in \(0, 1\)"),
         (dict(test_size=True), "test_size must be"),

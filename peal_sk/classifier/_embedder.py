@@ -3,6 +3,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -17,6 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import _autotune
 from ._engines import (
     ExportMismatch,
     OnnxEngine,
@@ -108,9 +110,9 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         cache between operators; on a GPU, four times two million.
     device : str, default="auto"
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        "auto": bfloat16 where the hardware computes it natively (a CPU with AVX512-BF16
-        or AMX, a CUDA GPU of compute capability 8.0 or newer), float16 autocast on older
-        CUDA GPUs, float32 elsewhere. An explicit "bf16" or "fp16" on a CPU that would
+        "auto": the fastest measured here (see ``engine``), among float32 and, where the
+        hardware computes them natively, bfloat16 (a CPU with AVX512-BF16 or AMX, a CUDA
+        GPU) and float16 (a CUDA GPU). An explicit "bf16" or "fp16" on a CPU that would
         emulate it warns (it is several times slower than float32 there).
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the backbone. "torch": torch with ``inference_mode``, autocast and
@@ -121,10 +123,17 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         randomly initialised weights, ``pretrained=False`` without a checkpoint, are
         exported in memory), and checked against torch on its first batch. Its worker
         threads sleep between operators instead of spinning (faster on shared cores).
-        "auto": ONNX Runtime when it is installed, the device is the CPU, the precision
-        float32 and the backbone a named one, for inputs of at least 256 images (smaller
-        ones do not repay the export); torch otherwise. Both engines agree to about 1e-6
-        of the embeddings' scale.
+        "auto": the engine x precision measured fastest for this backbone, image size,
+        batch size and machine. The first ``fit`` of a configuration times each candidate
+        (torch in each precision the hardware runs natively; ONNX Runtime when installed,
+        on the CPU, for a named backbone) on a warm-up and two batches of at most 32
+        synthetic images, and keeps the fastest: a few seconds to a minute on a CPU, the
+        ONNX export included (``autotune_`` records the rates). The choice is cached in
+        ``$PEAL_SK_CACHE_DIR/autotune.json`` (``~/.cache/peal_sk/autotune.json``) per
+        machine, so later processes read it. Setting both ``engine`` and ``precision``
+        skips the timing. Inputs of fewer than 256 images run in torch (an export does
+        not repay itself), in the precision measured fastest for torch. The engines agree
+        to about 1e-6 of the embeddings' scale in float32.
     cache_dir : str or None, default=None
         When set, embeddings are stored there as ``.npy`` files keyed by the backbone
         configuration and a digest of the input (array bytes, or file paths with size and
@@ -140,6 +149,9 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         The preprocessing (input size, mean, std, interpolation, crop_pct).
     precision_ : {"fp32", "bf16", "fp16"}
         The precision chosen (``precision`` resolved for this machine).
+    autotune_ : dict
+        The choice's record: engine, precision, images per second of each candidate
+        timed, whether it came from the cache, and the machine's capability.
     engine_ : {"torch", "onnxruntime"}
         The engine for inputs of at least 256 images (``engine`` resolved; with "auto",
         smaller inputs run in torch).
@@ -251,20 +263,41 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
                     "engine='onnxruntime' runs float32; got "
                     f"precision={self.precision!r}. Use precision='auto' or 'fp32'."
                 )
-            precision = "fp32"
-        else:
-            precision = resolve_precision(self.precision, device)
         model, config = self._model()
         self.n_features_out_ = int(model.num_features)
         self.data_config_ = dict(config)
-        self.precision_ = precision
-        if self.engine == "auto":
-            onnx_ok = on_cpu and precision == "fp32" and isinstance(self.backbone, str)
-            self.engine_ = "onnxruntime" if onnx_ok and onnx_available() else "torch"
-        else:
-            self.engine_ = self.engine
+        onnx_ok = on_cpu and isinstance(self.backbone, str) and onnx_available()
+        pairs = _autotune.candidates(
+            device, engine=self.engine, precision=self.precision, onnx_ok=onnx_ok
+        )
+        if self.engine == "onnxruntime":
+            pairs = [("onnxruntime", "fp32")]
+        elif not pairs:  # an explicit precision this device would emulate (it warns)
+            pairs = [("torch", resolve_precision(self.precision, device))]
+        batch_size = self._batch_size_for(pairs[0][0], model)
+        choice = _autotune.choose(
+            ("embedder", self._ident(), str(device)),
+            functools.partial(self._candidate_engine, model, config),
+            tuple(config["input_size"]),
+            device=device,
+            batch_size=batch_size,
+            pairs=pairs,
+        )
+        self.engine_, self.precision_ = choice.engine, choice.precision
+        self.autotune_ = choice.as_dict()
         self.batch_size_ = self._batch_size_for(self.engine_, model)
         return self
+
+    def _torch_precision(self):
+        """The precision inputs run in torch take (the fastest measured for torch)."""
+        if self.engine_ == "torch":
+            return self.precision_
+        rates = {
+            k.split("/")[1]: v
+            for k, v in self.autotune_["images_per_s"].items()
+            if k.startswith("torch/") and v is not None
+        }
+        return max(rates, key=rates.get) if rates else "fp32"
 
     def _batch_size_for(self, engine, model):
         """``batch_size`` resolved for ``engine`` and the backbone ``model``."""
@@ -296,17 +329,26 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
             self.img_size,
         )
 
-    def _make_engine(self, name, model, config):
+    def _onnx_path(self):
+        """Where the ONNX export is cached, or None (exported in memory)."""
+        # randomly initialised weights (pretrained=False, no checkpoint) differ from one
+        # process to the next: an export on disk would hold another draw's weights
+        fixed_weights = self.pretrained or self.checkpoint_path is not None
+        if not (isinstance(self.backbone, str) and fixed_weights):
+            return None
+        folder = Path(self.cache_dir) if self.cache_dir is not None else onnx_cache_dir()
+        return folder / export_key(self._ident())
+
+    def _candidate_engine(self, model, config, name, precision):
+        """An engine to time (an export that fails raises: that candidate is out)."""
         if name == "onnxruntime":
-            path = None
-            # randomly initialised weights (pretrained=False, no checkpoint) differ from one
-            # process to the next: an export on disk would hold another draw's weights
-            fixed_weights = self.pretrained or self.checkpoint_path is not None
-            if isinstance(self.backbone, str) and fixed_weights:
-                folder = Path(self.cache_dir) if self.cache_dir is not None else onnx_cache_dir()
-                path = folder / export_key(self._ident())
+            return OnnxEngine(model, tuple(config["input_size"]), self._onnx_path())
+        return TorchEngine(model, self._device(), precision)
+
+    def _make_engine(self, name, model, config, precision=None):
+        if name == "onnxruntime":
             try:
-                return OnnxEngine(model, tuple(config["input_size"]), path)
+                return OnnxEngine(model, tuple(config["input_size"]), self._onnx_path())
             except Exception as exc:
                 if self.engine != "auto":
                     raise
@@ -316,10 +358,13 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
                     UserWarning,
                     stacklevel=3,
                 )
-        return TorchEngine(model, self._device(), self.precision_)
+        if precision is None:
+            precision = self._torch_precision()
+        return TorchEngine(model, self._device(), precision)
 
     def _cache_path(self, source, engine):
-        ident = (*self._ident(), self.precision_)
+        precision = self.precision_ if engine == self.engine_ else self._torch_precision()
+        ident = (*self._ident(), precision)
         if engine != "torch":  # torch's keys are those of earlier versions
             ident = (*ident, engine)
         ident = repr(ident)
@@ -376,7 +421,7 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
                         UserWarning,
                         stacklevel=2,
                     )
-                    engine = TorchEngine(model, self._device(), self.precision_)
+                    engine = TorchEngine(model, self._device(), self._torch_precision())
                     out.append(engine(xb))
         finally:
             batches.close()

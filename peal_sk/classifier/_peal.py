@@ -3,7 +3,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
 
 import copy
-import functools
 import os
 from numbers import Integral, Real
 
@@ -15,15 +14,17 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
-from skorch.hf import AccelerateMixin
 from torch import nn
 
 from ._images import ImageDataset, check_images, make_transform
-from ._lora import inject_lora
+from ._modes import MODES, fork_rng
+from ._nets import AcceleratedNeuralNetClassifier, PEALModule
+from ._peal_accelerate import _AcceleratorMixin
+from ._peal_files import _AdapterFilesMixin
+from ._peal_inference import _FastInferenceMixin
 from ._torch_utils import (
     autocast,
     check_accelerator,
-    make_accelerator,
     pristine_backbone,
     resolve_device,
     resolve_precision,
@@ -33,113 +34,9 @@ from ._torch_utils import (
 __all__ = ["PEALClassifier"]
 
 
-class _PEALModule(nn.Module):
-    """Backbone + linear head; the forward pass runs under bf16 autocast when asked.
-
-    With ``cut`` set (timm ViTs), the backbone is split after block ``cut``: ``prefix``
-    maps images to the tokens entering block ``cut`` and ``embed_tokens`` finishes the
-    forward pass, so frozen prefix activations can be computed once and reused. While
-    ``token_input`` is True, ``forward`` takes those tokens instead of images.
-    """
-
-    def __init__(self, backbone, n_features, n_classes, precision="fp32", cut=None):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(n_features, n_classes)
-        self.precision = precision
-        self.cut = cut
-        self.token_input = False
-
-    def _autocast(self, x):
-        return autocast(x, self.precision)
-
-    def prefix(self, x):
-        b = self.backbone
-        with self._autocast(x):
-            x = b.norm_pre(b.patch_drop(b._pos_embed(b.patch_embed(x))))
-            for block in b.blocks[: self.cut]:
-                x = block(x)
-        return x.float()
-
-    def embed_tokens(self, t):
-        b = self.backbone
-        with self._autocast(t):
-            for block in b.blocks[self.cut :]:
-                t = block(t)
-            return b.forward_head(b.norm(t), pre_logits=True).float()
-
-    def embed(self, x):
-        if self.cut is not None:
-            return self.embed_tokens(self.prefix(x))
-        with self._autocast(x):
-            return self.backbone(x).float()
-
-    def forward(self, x):
-        return self.head(self.embed_tokens(x) if self.token_input else self.embed(x))
-
-
-def _vit_cut(backbone, last_blocks):
-    """Index of the first adapted block when ``backbone`` is a timm ViT, else None."""
-    parts = ("patch_embed", "_pos_embed", "patch_drop", "norm_pre", "blocks", "norm")
-    if not all(hasattr(backbone, a) for a in parts) or not hasattr(backbone, "forward_head"):
-        return None
-    n_blocks = len(backbone.blocks)
-    return n_blocks - last_blocks if 0 < last_blocks < n_blocks else None
-
-
-class _AcceleratedNeuralNetClassifier(AccelerateMixin, NeuralNetClassifier):
-    """skorch's classifier net with :class:`skorch.hf.AccelerateMixin` (``accelerator``).
-
-    accelerate keeps a reference to every data loader it prepares (for its
-    ``save_state``); this net prepares one per ``fit`` / ``predict_proba`` call, so it
-    drops its own from that list: an active-learning loop does not keep every pool alive.
-    """
-
-    def _initialize_accelerator(self):
-        # accelerate (1.15) wraps every module it prepares for CPU processes in
-        # DistributedDataParallel, which refuses one without trainable parameters such as
-        # the loss (for GPU processes accelerate leaves those unwrapped): the criteria
-        # without trainable parameters are not prepared
-        criteria = self._criteria
-
-        def trainable(name):
-            criterion = getattr(self, name + "_", None)
-            return isinstance(criterion, nn.Module) and any(
-                p.requires_grad for p in criterion.parameters()
-            )
-
-        self._criteria = [name for name in criteria if trainable(name)]
-        try:
-            return super()._initialize_accelerator()
-        finally:
-            self._criteria = criteria
-
-    def get_iterator(self, *args, **kwargs):
-        iterator = super().get_iterator(*args, **kwargs)
-        loaders = getattr(self.accelerator, "_dataloaders", None)
-        if isinstance(loaders, list) and loaders and loaders[-1] is iterator:
-            loaders.pop()
-        return iterator
-
-    def __setstate__(self, state):
-        # skorch maps device=None (accelerate places the tensors) to the CPU, with a
-        # warning; a copy of this net belongs on the accelerator's device instead
-        placed = state.get("device") is None and state.get("accelerator") is not None
-        if placed:
-            state["device"] = str(state["accelerator"].device)
-        super().__setstate__(state)
-        if placed:
-            self.device = None
-
-
-def _seed_everything(random_state):
-    if random_state is None:
-        return None
-    torch.manual_seed(int(random_state))
-    return int(random_state)
-
-
-class PEALClassifier(ClassifierMixin, BaseEstimator):
+class PEALClassifier(
+    _FastInferenceMixin, _AdapterFilesMixin, _AcceleratorMixin, ClassifierMixin, BaseEstimator
+):
     """PEAL's estimator: a vision foundation model fine-tuned with LoRA, plus a linear head.
 
     ``fit`` builds a skorch :class:`~skorch.NeuralNetClassifier` (``net_``) around the
@@ -177,13 +74,14 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         Layers to adapt; "auto" detects them (see
         :func:`peal_sk.classifier.auto_target_modules`).
     lora_last_blocks : int or None, default=None
-        With "auto" targets, adapt only the last ``lora_last_blocks`` blocks.
+        With "auto" targets, adapt only the last ``lora_last_blocks`` blocks (transformer
+        blocks of a ViT, stages of an EfficientNet); see :ref:`peal-loop` for the
+        accuracy / time trade-off.
     cache_prefix : bool, default=True
-        With ``lora_last_blocks`` on a timm ViT: compute the frozen blocks' output for the
-        training images once per fit and train the adapted blocks on it, instead of
-        running the whole backbone every epoch. Same result as without the cache (the
-        prefix is frozen and deterministic); memory ``n_train x tokens x width`` float32
-        (about 0.4 MB per image for ViT-S/14 at 224 px).
+        With ``lora_last_blocks`` on a timm ViT or EfficientNet: the frozen blocks' output
+        is computed once per image (stored by content, see ``cache_dir``) and reused by
+        every later ``fit``, ``predict_proba`` and ``transform``; only the adapted blocks
+        run each cycle. Same result as without the store.
     classes : array-like or None, default=None
         All class labels, when early labelled sets may miss some: ``predict_proba`` then
         has a column for each.
@@ -208,7 +106,8 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         contradicts it: ``fit`` raises a ``ValueError``. With ``mixed_precision="no"``,
         ``precision`` applies as without accelerate.
     random_state : int or None, default=None
-        Seeds torch (weights of the head and adapters, batch sampling).
+        Seeds torch (weights of the head and adapters, batch sampling), in a fork of
+        torch's generator: the global one is left as it was.
     verbose : int, default=0
         skorch's epoch log when > 0.
     callbacks : list or None, default=None
@@ -231,6 +130,18 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         main process only. A pickled fitted estimator holds a plain single-process model
         (an accelerator belongs to the process that made it): an instance comes back
         as "auto". See :ref:`scaling`.
+    engine : {"auto", "torch", "onnxruntime"}, default="auto"
+        What runs the frozen parts over images (the pretrained backbone for "linear" and
+        before ``fit``, the frozen prefix for ``lora_last_blocks``) and the merged adapted
+        network: "auto" times the candidates once per machine, as
+        :class:`BackboneEmbedder` does (``engine_``).
+    cache_dir : str or None, default=None
+        Keep the frozen parts' per-image outputs there (memory-mapped ``.npy`` segments
+        reused by later processes); None keeps them in memory for the process.
+    cache_dtype : {"float32", "float16"}, default="float32"
+        Storage of those outputs; "float16" halves it (relative error 2**-11 per value).
+    progress : bool, default=False
+        Progress bars over long passes (embedding, prefix, adapted blocks).
 
     Attributes
     ----------
@@ -256,6 +167,9 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         "auto"); only when ``accelerator`` is set.
     prefix_cached_ : bool
         Whether the frozen blocks' output was computed once and reused (``cache_prefix``).
+    engine_, engine_precision_ : str or None
+        The engine and precision of the frozen parts (None on the plain path: feature
+        vectors, or several processes).
 
     Notes
     -----
@@ -309,6 +223,10 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
             StrOptions({"auto"}),
             HasMethods(["prepare", "unwrap_model", "gather_for_metrics"]),
         ],
+        "engine": [StrOptions({"auto", "torch", "onnxruntime"})],
+        "cache_dir": [str, os.PathLike, None],
+        "cache_dtype": [StrOptions({"float32", "float16"})],
+        "progress": ["boolean"],
     }
 
     def __init__(
@@ -337,6 +255,10 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         verbose=0,
         callbacks=None,
         accelerator=None,
+        engine="auto",
+        cache_dir=None,
+        cache_dtype="float32",
+        progress=False,
     ):
         self.backbone = backbone
         self.pretrained = pretrained
@@ -361,17 +283,15 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
         self.accelerator = accelerator
+        self.engine = engine
+        self.cache_dir = cache_dir
+        self.cache_dtype = cache_dtype
+        self.progress = progress
 
     # -- helpers ------------------------------------------------------------------------
-    def _accelerator(self):
-        """The accelerator in use: the fitted one once fitted, else from the parameter."""
-        if hasattr(self, "net_"):
-            return getattr(self, "accelerator_", None)
-        if self.accelerator is None:
-            return None
-        if isinstance(self.accelerator, str):  # "auto"
-            return make_accelerator(self.device)
-        return self.accelerator
+    def _mode(self):
+        """``finetune`` resolved: what is trained and what inference reuses."""
+        return MODES[self.finetune]
 
     def _device(self):
         accelerator = self._accelerator()
@@ -508,20 +428,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         targets : list of str
             The adapted layers (empty unless ``finetune="lora"``).
         """
-        if self.finetune == "lora":
-            return inject_lora(
-                backbone,
-                r=self.lora_r,
-                alpha=self.lora_alpha,
-                dropout=self.lora_dropout,
-                target_modules=self.target_modules,
-                last_blocks=self.lora_last_blocks,
-            )
-        if self.finetune == "linear":
-            for p in backbone.parameters():
-                if not isinstance(p, nn.parameter.UninitializedParameter):
-                    p.requires_grad_(False)
-        return []
+        return self._mode().adapt(self, backbone)
 
     def initialize_module(self, backbone):
         """The module to train: a linear head ("linear") or backbone + head.
@@ -540,14 +447,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         -------
         module : torch.nn.Module
         """
-        n_classes = len(self.classes_)
-        if self.finetune == "linear":
-            self.backbone_ = backbone.to(self._device())
-            return nn.Linear(self.n_features_out_, n_classes)
-        cut = None
-        if self.finetune == "lora" and self.lora_last_blocks and self.cache_prefix:
-            cut = _vit_cut(backbone, self.lora_last_blocks)
-        return _PEALModule(backbone, self.n_features_out_, n_classes, self.precision_, cut)
+        return self._mode().module(self, backbone)
 
     def initialize_net(self, module, y_enc):
         """The skorch :class:`~skorch.NeuralNetClassifier` that trains ``module``.
@@ -591,7 +491,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         # unwrapped after training (pickling, transform, save_adapters need the plain one).
         # Its "auto" log sink (accelerator.print: the main process only) prints whatever
         # the verbosity, so it is asked for only when verbose.
-        return _AcceleratedNeuralNetClassifier(
+        return AcceleratedNeuralNetClassifier(
             module,
             accelerator=accelerator,
             device=None if accelerator.device_placement else self._device(),
@@ -611,44 +511,6 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
             classes=list(range(len(self.classes_))),
         )
-
-    def _single_process_net(self):
-        """``net_`` without accelerate: the pickled form of an accelerate-trained net.
-
-        The same trained module (unwrapped) and history in a plain skorch net (default
-        callbacks, a fresh optimiser: ``fit`` starts over anyway), on ``device``.
-        """
-        plain = NeuralNetClassifier(self._trained_module(), device=None, **self._net_params())
-        plain.initialize()  # device=None: the module is not moved
-        plain.history_ = self.net_.history_
-        plain.device = resolve_device(self.device)  # where unpickling puts the module
-        return plain
-
-    # -- pickling ------------------------------------------------------------------------
-    def __getstate__(self):
-        # An Accelerator stands for the distributed setup of the process that made it:
-        # unpickled elsewhere it would be a stale copy. The pickle holds a plain
-        # single-process model (loading it needs no accelerate) and accelerator="auto"
-        # in place of an instance (a refit builds the new process's own).
-        state = super().__getstate__()
-        fitted = state.get("accelerator_") is not None
-        if not fitted and (self.accelerator is None or isinstance(self.accelerator, str)):
-            return state
-        state = dict(state)
-        if not isinstance(self.accelerator, str | None):
-            state["accelerator"] = "auto"
-        if fitted:
-            del state["accelerator_"]
-            state["net_"] = self._single_process_net()
-        return state
-
-    def __deepcopy__(self, memo):
-        # a deep copy stays in this process: it keeps the accelerator (which
-        # Accelerator.__deepcopy__ shares, as sklearn's clone does) and the accelerated net
-        new = type(self).__new__(type(self))
-        memo[id(self)] = new
-        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
-        return new
 
     # -- scikit-learn API ----------------------------------------------------------------
     def fit(self, X, y):
@@ -674,28 +536,16 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         elif hasattr(self, "n_features_in_"):
             del self.n_features_in_
         backbone = self.initialize_backbone()
-        # seeded after loading: the first load in a process draws random numbers (timm's
-        # init) and later ones come from the cache, so seeding before would differ
-        _seed_everything(self.random_state)
-        self.targets_ = self.initialize_adapters(backbone)
-        _seed_everything(self.random_state)  # same head init whatever the backbone loading
-        module = self.initialize_module(backbone)
-        self.net_ = self.initialize_net(module, y_enc)
-        self.fit_loop(source, y_enc)
+        # seeded after loading (the first load in a process draws random numbers, later
+        # ones come from the cache), inside a fork of torch's generator: the user's global
+        # generator is left as it was
+        with fork_rng(self.random_state):
+            self.targets_ = self.initialize_adapters(backbone)
+            with fork_rng(self.random_state):  # same head init whatever the adapters drew
+                module = self.initialize_module(backbone)
+            self.net_ = self.initialize_net(module, y_enc)
+            self.fit_loop(source, y_enc)
         return self
-
-    def _fit_accelerator(self):
-        """Set (or clear) ``accelerator_`` and check it against ``device`` / ``precision``."""
-        self.__dict__.pop("accelerator_", None)
-        if self.accelerator is None:
-            return None
-        if isinstance(self.accelerator, str):  # "auto"
-            accelerator = make_accelerator(self.device)
-        else:
-            accelerator = self.accelerator
-        check_accelerator(accelerator, self.device, self.precision)  # before any loading
-        self.accelerator_ = accelerator
-        return accelerator
 
     def fit_loop(self, source, y_enc):
         """Train ``net_`` on the images (or on features / tokens computed once).
@@ -717,20 +567,31 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         self : PEALClassifier
         """
         module = self.net_.module
-        cut = getattr(module, "cut", None) if isinstance(module, _PEALModule) else None
-        self.prefix_cached_ = cut is not None
+        split = getattr(module, "split", None) if isinstance(module, PEALModule) else None
+        self.prefix_cached_ = split is not None
+        frozen = self._frozen_part(source, split)
+        self.engine_ = self.engine_precision_ = None
+        if frozen is not None:
+            self.engine_, self.engine_precision_ = frozen.choice.engine, frozen.choice.precision
         if self.finetune == "linear":
-            feats = self._embed(self._frozen_embed, source, self.data_config_)
+            if frozen is None:
+                feats = self._embed(self._frozen_embed, source, self.data_config_)
+            else:
+                feats = frozen(source)
             self.net_.fit(torch.as_tensor(feats), torch.as_tensor(y_enc))
-        elif cut is None:
+        elif split is None:
             self.net_.fit(self._dataset(source, y_enc, self.data_config_), None)
         else:
-            # the frozen blocks' output, once; the adapted blocks train on it
-            module.to(self._device()).eval()
-            tokens = torch.as_tensor(self._embed(module.prefix, source, self.data_config_))
+            # the frozen blocks' output, once per image; the adapted blocks train on it
+            module.to(self._device())
+            if frozen is None:
+                module.eval()
+                tokens = self._embed(module.prefix, source, self.data_config_)
+            else:
+                tokens = frozen(source)
             module.token_input = True
             try:
-                self.net_.fit(tokens, torch.as_tensor(y_enc))
+                self.net_.fit(torch.as_tensor(tokens), torch.as_tensor(y_enc))
             finally:
                 module.token_input = False
         return self
@@ -765,6 +626,8 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "net_")
         source = self._check_input(X)
+        if self._fast(source):
+            return self._head_proba(self._embeddings(source))
         if self.finetune == "linear":
             feats = self._embed(self._frozen_embed, source, self.data_config_)
             proba = self.net_.predict_proba(torch.as_tensor(feats))
@@ -801,21 +664,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         source = self._check_input(X)
-        if not hasattr(self, "net_"):
-            accelerator = self._accelerator()
-            if accelerator is None:
-                precision = resolve_precision(self.precision, self._device(), allow_fp16=False)
-            else:
-                _, precision = check_accelerator(accelerator, self.device, self.precision)
-            backbone, config = self._backbone_and_config()
-            backbone.to(self._device())
-            embed = functools.partial(self._autocast, backbone, precision=precision)
-            return self._embed(embed, source, config)
-        if self.finetune == "linear":
-            return self._embed(self._frozen_embed, source, self.data_config_)
-        module = self._trained_module()
-        module.eval()
-        return self._embed(module.embed, source, self.data_config_)
+        return self._embeddings(source)
 
     def _head(self):
         if not hasattr(self, "net_"):
@@ -823,8 +672,7 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
                 "This PEALClassifier is not fitted yet: its linear head (coef_, intercept_) "
                 "exists after fit."
             )
-        module = self._trained_module()
-        return module if self.finetune == "linear" else module.head
+        return self._mode().head(self._trained_module())
 
     @property
     def coef_(self):
@@ -835,163 +683,6 @@ class PEALClassifier(ClassifierMixin, BaseEstimator):
     def intercept_(self):
         """The linear head's bias, shape (n_classes,) (a copy)."""
         return self._head().bias.detach().float().cpu().numpy().copy()
-
-    # -- persistence ---------------------------------------------------------------------
-    def save_adapters(self, path, *, overwrite=False):
-        """Save what training changed: LoRA adapters (peft format) and the head.
-
-        The directory gets ``adapter_model.safetensors`` (peft's adapter state dict;
-        the whole backbone's weights in ``backbone.safetensors`` for ``finetune="full"``),
-        ``head.safetensors`` and ``peal_sk.json`` (parameters, classes, adapted layers).
-        The pretrained backbone itself is not copied: :meth:`load_adapters` rebuilds it
-        from the same parameters. Pickle / joblib save the whole estimator instead.
-
-        Trained with an ``accelerator`` on several processes, call it on every process
-        (it waits for all of them): the main process writes, the others return the same
-        path once it is written.
-
-        Parameters
-        ----------
-        path : str or path-like
-            A directory; it must not exist or be empty unless ``overwrite=True``.
-        overwrite : bool, default=False
-
-        Returns
-        -------
-        path : pathlib.Path
-        """
-        from pathlib import Path
-
-        check_is_fitted(self, "net_")
-        if not isinstance(self.backbone, str):
-            raise ValueError(
-                "save_adapters needs a named backbone (a timm or registry name) to rebuild "
-                f"it on load; got backbone={self.backbone!r}. Pickle the estimator instead."
-            )
-        path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"{path} exists and is not empty; pass overwrite=True to replace it."
-            )
-        accelerator = getattr(self, "accelerator_", None)
-        if accelerator is None:
-            return self._write_adapters(path)
-        accelerator.wait_for_everyone()  # every process checked the path before any write
-        try:
-            if accelerator.is_main_process:
-                self._write_adapters(path)
-        finally:
-            accelerator.wait_for_everyone()  # the others return once it is written
-        return path
-
-    def _write_adapters(self, path):
-        import json
-        import shutil
-
-        from safetensors.torch import save_file
-
-        # callbacks and the accelerator belong to this run, not to the saved model
-        params = {
-            k: v for k, v in self.get_params().items() if k not in ("callbacks", "accelerator")
-        }
-        params["checkpoint_path"] = (
-            None if self.checkpoint_path is None else os.fspath(self.checkpoint_path)
-        )
-        meta = {
-            "format": 1,
-            "params": params,
-            "classes": self.classes_.tolist(),
-            "targets": list(self.targets_),
-            "n_features_out": int(self.n_features_out_),
-        }
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        module = self._trained_module()
-        head = module if self.finetune == "linear" else module.head
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-            tmp / "head.safetensors",
-        )
-        if self.finetune == "lora":
-            from peft import get_peft_model_state_dict
-
-            adapters = get_peft_model_state_dict(module.backbone)
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in adapters.items()},
-                tmp / "adapter_model.safetensors",
-            )
-        elif self.finetune == "full":
-            weights = module.backbone.state_dict()
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in weights.items()},
-                tmp / "backbone.safetensors",
-            )
-        (tmp / "peal_sk.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load_adapters(cls, path):
-        """Rebuild a fitted estimator from :meth:`save_adapters` output.
-
-        Parameters
-        ----------
-        path : str or path-like
-
-        Returns
-        -------
-        estimator : PEALClassifier
-            Predicts like the saved one.
-        """
-        import json
-        from pathlib import Path
-
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta_file = path / "peal_sk.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{meta_file} not found: not a save_adapters directory.")
-        meta = json.loads(meta_file.read_text())
-        est = cls(**meta["params"])
-        est._validate_params()
-        est.classes_ = np.asarray(meta["classes"])
-        backbone, data_config = est._backbone_and_config()
-        est.data_config_ = data_config
-        est.n_features_out_ = int(meta["n_features_out"])
-        est.precision_ = resolve_precision(est.precision, est._device(), allow_fp16=False)
-        est.targets_ = list(meta["targets"])
-        est.prefix_cached_ = False
-        n_classes = len(est.classes_)
-        y_dummy = np.arange(n_classes)
-        if est.finetune == "linear":
-            est.backbone_ = backbone.to(est._device())
-            module = nn.Linear(est.n_features_out_, n_classes)
-            module.load_state_dict(load_file(path / "head.safetensors"))
-        else:
-            if est.finetune == "lora":
-                from peft import set_peft_model_state_dict
-
-                inject_lora(
-                    backbone,
-                    r=est.lora_r,
-                    alpha=est.lora_alpha,
-                    dropout=est.lora_dropout,
-                    target_modules=est.targets_,
-                )
-                set_peft_model_state_dict(backbone, load_file(path / "adapter_model.safetensors"))
-            else:
-                backbone.load_state_dict(load_file(path / "backbone.safetensors"))
-            module = _PEALModule(backbone, est.n_features_out_, n_classes, est.precision_)
-            module.head.load_state_dict(load_file(path / "head.safetensors"))
-        est.net_ = est.initialize_net(module, y_dummy)
-        est.net_.initialize()
-        return est
 
     def __sklearn_tags__(self):
         from sklearn.utils import TransformerTags

@@ -4,6 +4,7 @@
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -18,6 +19,28 @@ embeddings), OUT/shard-NNNNN.paths.txt (the path of each row) and OUT/manifest.j
 atomically; a rerun keeps the finished shards and computes the rest. Unreadable images
 are skipped with a warning and listed in the manifest. Load the result with
 peal_sk.distributed.load_shards(OUT)."""
+
+
+#: the library's parameter names and the command's flags (errors name parameters, as
+#: ``force=True``; the command shows the flag instead)
+_FLAGS = {
+    "force=True": "--force",
+    "scheduler=": "--scheduler ",
+    "resources=": "--resources ",
+    "shard_size=": "--shard-size ",
+    "checkpoint_path=": "--checkpoint ",
+    "backbone_kwargs=": "--backbone-kwargs ",
+    "device=": "--device ",
+    "precision=": "--precision ",
+    "batch_size=": "--batch-size ",
+    "img_size=": "--img-size ",
+}
+_FLAG_PATTERN = re.compile(r"\b(" + "|".join(re.escape(k) for k in _FLAGS) + ")")
+
+
+def as_flags(message):
+    """``message`` with the library's parameter names replaced by the command's flags."""
+    return _FLAG_PATTERN.sub(lambda m: _FLAGS[m.group(1)], message)
 
 
 def _positive_int(text):
@@ -151,10 +174,11 @@ def run_embed(args):
                 force=args.force,
                 progress=args.progress,
             )
-        except (FileNotFoundError, FileExistsError):
+        except (FileNotFoundError, FileExistsError, ValueError) as exc:
+            exc.args = (as_flags(str(exc)),)
             raise  # reported by peal-sk's parser, as for the other commands
         except (ImportError, OSError) as exc:  # no dask; a scheduler that does not answer
-            print(f"peal-sk embed: error: {exc}", file=sys.stderr)
+            print(f"peal-sk embed: error: {as_flags(str(exc))}", file=sys.stderr)
             return 2
     computed = manifest["n_shards"] - manifest["reused"]
     print(

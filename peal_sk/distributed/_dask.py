@@ -72,21 +72,114 @@ def cached_embedder(key, params):
     """The fitted embedder of configuration ``key`` in this process, built on first use.
 
     A worker process builds each configuration once (the model loads once), whatever the
-    number of tasks; at most four configurations are kept.
+    number of tasks; at most four configurations are kept. A configuration that cannot
+    be built raises a one-line ``ValueError`` naming the parameter (:func:`build_embedder`).
     """
     with _CACHE_LOCK:
         embedder = _CACHE.get(key)
         if embedder is not None:
             _CACHE.move_to_end(key)
             return embedder
-        from ..classifier import BackboneEmbedder
-
-        embedder = BackboneEmbedder(**params).fit()
+        embedder = build_embedder(params)
         _LOADS[key] += 1
         _CACHE[key] = embedder
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
         return embedder
+
+
+def build_embedder(params):
+    """``BackboneEmbedder(**params).fit()``; a failure is a one-line error naming its cause.
+
+    Unknown names, missing weights and invalid parameters keep their own errors
+    (``BackboneError``, ``FileNotFoundError``, ``ValueError``). A checkpoint that does not
+    load safely (``weights_only`` loading, as every load in peal_sk) or ``backbone_kwargs``
+    that the model does not take raise ``ValueError`` naming the parameter; torch's own
+    advice to load unsafely is never passed on.
+    """
+    from ..classifier import BackboneEmbedder
+
+    try:
+        return BackboneEmbedder(**params).fit()
+    except Exception as exc:  # noqa: BLE001 - every other cause gets a one-line message
+        checkpoint = params.get("checkpoint_path")
+        problem = None
+        if checkpoint is not None and os.path.isfile(checkpoint):
+            problem = _weights_problem(checkpoint)
+        if problem is not None:
+            raise ValueError(
+                f"checkpoint_path={os.fspath(checkpoint)!r} is not a weight file that loads "
+                f"safely ({problem}); give a state dict saved with "
+                "torch.save(model.state_dict(), path), or a .safetensors file."
+            ) from None
+        if isinstance(exc, ValueError | OSError | ImportError):
+            raise  # BackboneError, parameter errors, a missing file: already clear
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        cause = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        kwargs = params.get("backbone_kwargs")
+        if kwargs and isinstance(exc, TypeError):
+            raise ValueError(
+                f"backbone_kwargs={kwargs!r} do not fit the backbone "
+                f"{params.get('backbone')!r} ({cause})."
+            ) from exc
+        raise ValueError(
+            f"the backbone {params.get('backbone')!r} cannot be built with these "
+            f"parameters ({cause})."
+        ) from exc
+
+
+def _weights_problem(path):
+    """None when ``path`` loads as weights without unpickling code, else the error's type."""
+    import torch
+
+    try:
+        if os.fspath(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            load_file(os.fspath(path))
+        else:
+            torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means not a safe weight file
+        return type(exc).__name__
+    return None
+
+
+def check_device(device, *, here=True):
+    """Check ``device=`` before any work: a torch device, and (``here``) one this machine has.
+
+    ``here=False`` (the workers of a cluster run the model) checks only the spelling.
+    """
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:N' "
+            "or 'mps'."
+        ) from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device!r}: embeddings run on 'cpu', 'cuda' or 'mps'.")
+    if not here:
+        return
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(
+                f"device={device!r}, but torch finds no CUDA GPU on this machine; use "
+                "device='cpu', or device='auto' (CUDA when there is one)."
+            )
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(
+                f"device={device!r}, but this machine has {n} CUDA GPU(s) (cuda:0 to cuda:{n - 1})."
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device={device!r}, but torch finds no MPS device on this machine; use "
+            "device='cpu' or device='auto'."
+        )
 
 
 def _n_features(key, params):
@@ -107,12 +200,18 @@ def _embed_partition(partition, key, params, n_features):
     return [_embed_block(list(partition), key, params, n_features, "paths")]
 
 
-def _warn_random_weights(params):
-    if (
+def random_weights(params):
+    """Whether ``params`` build a named backbone with random weights (each process would
+    draw its own: ``pretrained=False`` and no ``checkpoint_path``)."""
+    return (
         isinstance(params.get("backbone"), str)
         and not params.get("pretrained", True)
         and params.get("checkpoint_path") is None
-    ):
+    )
+
+
+def _warn_random_weights(params):
+    if random_weights(params):
         warnings.warn(
             "pretrained=False without checkpoint_path: every worker process draws its own "
             "random weights, so rows embedded on different workers are not comparable. "

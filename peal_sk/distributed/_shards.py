@@ -5,17 +5,22 @@ Layout of the output folder::
     manifest.json            format, source, configuration, shard list (rows, sha256, the
                              inputs' digest, skipped images), n, dims, complete
     shard-00000.npy          float32 (rows, dims) embeddings of the shard's readable images
-    shard-00000.paths.txt    their paths, one per line, in row order
+    shard-00000.paths.txt    their paths in row order, one JSON string per line (so that no
+                             character of a file name can break a line; shards of older
+                             runs, one plain path per line, are still read)
     ...
 
 Every file is written to a temporary name and renamed (``os.replace``), so a killed run
-leaves no partial shard; the manifest is rewritten after each shard. A rerun verifies the
+leaves no partial shard; the manifest is written with the first finished shard (a run
+that fails before leaves none) and rewritten after each. A rerun verifies the
 finished shards (sha256 of both files, and the size and modification time of every input
 image) and computes only the others.
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -26,26 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils._image_files import IMAGE_EXTENSIONS, is_image_name, unreadable_reason
 from ..utils._io import write_atomic
 
 __all__ = ["embed_to_shards", "list_images", "load_shards"]
 
-#: file name endings read as images when a folder is searched (case-insensitive)
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-)
 MANIFEST = "manifest.json"
 FORMAT = "peal-sk-embeddings/1"
+#: how new shards write their paths files: one JSON string per line
+_PATHS_ENCODING = "json"
 #: embedder parameters that do not change the embeddings (not part of the configuration)
 _RUNTIME_PARAMS = ("batch_size", "device", "progress", "cache_dir")
 
@@ -96,7 +90,7 @@ def list_images(source):
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(
-            f"SOURCE {os.fspath(source)!r} does not exist: give an image folder or a text "
+            f"source {os.fspath(source)!r} does not exist: give an image folder or a text "
             "file listing image paths."
         )
     if path.is_dir():
@@ -105,31 +99,24 @@ def list_images(source):
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:
-                if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
-                    continue
-                full = os.path.join(dirpath, name)
-                if "\n" in full or "\r" in full:
-                    warnings.warn(
-                        f"skipped {full!r}: a line break in the path", UserWarning, stacklevel=2
-                    )
-                    continue
-                found.append(full)
+                if not name.startswith(".") and is_image_name(name):
+                    found.append(os.path.join(dirpath, name))
         if not found:
             raise ValueError(
                 f"no image files under {os.fspath(source)!r} (searched recursively for "
                 f"{', '.join(IMAGE_EXTENSIONS)})."
             )
         return sorted(found)
-    if path.name.lower().endswith(IMAGE_EXTENSIONS):
+    if is_image_name(path.name):
         raise ValueError(
-            f"SOURCE {os.fspath(source)!r} is an image: give the folder that holds the "
+            f"source {os.fspath(source)!r} is an image: give the folder that holds the "
             "images, or a text file listing their paths."
         )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(
-            f"SOURCE {os.fspath(source)!r} is neither a folder nor a UTF-8 text file listing "
+            f"source {os.fspath(source)!r} is neither a folder nor a UTF-8 text file listing "
             f"image paths ({exc})."
         ) from exc
     base = Path(os.path.abspath(path)).parent
@@ -151,9 +138,9 @@ def _inputs_digest(paths):
     for p in paths:
         try:
             st = os.stat(p)
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(p) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
         except OSError:
-            h.update(f"{p}|missing\n".encode())
+            h.update(os.fsencode(p) + b"|missing\n")
     return h.hexdigest()
 
 
@@ -181,7 +168,10 @@ def _config(embedder, shard_size):
     if checkpoint is not None:
         checkpoint = os.path.abspath(checkpoint)
         if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f"checkpoint_path {checkpoint!r} does not exist.")
+            raise FileNotFoundError(
+                f"checkpoint_path={checkpoint!r} does not exist or is not a file; give a "
+                "local weight file (.pth, .safetensors, ...)."
+            )
         params["checkpoint_path"] = {
             "path": checkpoint,
             "size": os.path.getsize(checkpoint),
@@ -197,16 +187,7 @@ def _config(embedder, shard_size):
 
 def _unreadable(paths):
     """``[(path, reason)]`` of the files Pillow cannot decode to RGB."""
-    from PIL import Image
-
-    bad = []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.convert("RGB")
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
-            bad.append((p, f"{type(exc).__name__}: {exc}"))
-    return bad
+    return [(p, reason) for p in paths if (reason := unreadable_reason(p)) is not None]
 
 
 def embed_shard(key, params, paths):
@@ -259,7 +240,7 @@ class _Lock:
             self.fh.close()
             raise FileExistsError(
                 f"another peal-sk embed is writing to {self.path.parent}; wait for it or "
-                "choose another --out."
+                "choose another output folder."
             ) from exc
         return self
 
@@ -274,9 +255,7 @@ def _read_manifest(out):
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"{path} is not readable JSON ({exc}); pass force=True / --force."
-        ) from exc
+        raise ValueError(f"{path} is not readable JSON ({exc}); pass force=True.") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not a peal-sk embeddings manifest ({FORMAT}).")
     return manifest
@@ -308,6 +287,150 @@ def _remove_shards(out, keep=()):
             index = int(p.name[6:11]) if p.name[6:11].isdigit() else None
             if index not in keep:
                 p.unlink()
+
+
+def _encode_paths(paths):
+    """The paths file: one JSON string per line (any character of a name is escaped)."""
+    return "".join(json.dumps(p) + "\n" for p in paths)
+
+
+def _decode_paths(text, encoding):
+    """The paths of a paths file written with ``encoding`` ("json", or None: older runs)."""
+    lines = text.split("\n")  # never str.splitlines: it also splits at \f, \x85, U+2028 ...
+    if lines and lines[-1] == "":
+        lines.pop()
+    if encoding == _PATHS_ENCODING:
+        return [json.loads(line) for line in lines]
+    return lines  # older runs: the paths as they are (names with \n or \r were skipped)
+
+
+class _ShardFolder:
+    """The output folder of one :func:`embed_to_shards` call, in its named steps.
+
+    :meth:`read` the previous manifest, :meth:`reconcile` it with this configuration,
+    :meth:`plan` the shards (keeping the finished ones), :meth:`write_shard` each
+    computed one, :meth:`save` the manifest. The manifest is first written with the first
+    finished shard (or at the end when every shard is kept): a run that fails before any
+    shard leaves none behind to refuse the corrected rerun.
+    """
+
+    def __init__(self, out, source, config, n_paths):
+        self.out = out
+        self.config = config
+        self.entries = {}
+        self.reused = 0
+        self.manifest = {
+            "format": FORMAT,
+            "source": os.path.abspath(source),
+            "config": config,
+            "n_paths": n_paths,
+            "dtype": "float32",
+        }
+
+    def read(self, *, force):
+        """The previous manifest, or None (none, or unreadable and ``force``)."""
+        for tmp in self.out.glob(".shard-*.tmp"):  # left by a killed run
+            tmp.unlink()
+        for tmp in self.out.glob(f".{MANIFEST}.*.tmp"):
+            tmp.unlink()
+        try:
+            return _read_manifest(self.out)
+        except ValueError:
+            if not force:
+                raise
+            return None
+
+    def reconcile(self, previous, *, force):
+        """The previous manifest when it is of this configuration, else None.
+
+        Shards of another configuration are refused unless ``force`` (then removed with
+        their manifest); a manifest that lists no shard holds nothing to keep and is
+        replaced.
+        """
+        if previous is not None and previous.get("config") != self.config:
+            if not force and previous.get("shards"):
+                raise FileExistsError(
+                    f"{self.out} holds embeddings of another configuration "
+                    f"({_config_diff(previous.get('config', {}), self.config)}); pass "
+                    "force=True to replace them, or choose another output folder."
+                )
+            (self.out / MANIFEST).unlink()
+            _remove_shards(self.out)
+            return None
+        if previous is None and any(self.out.glob("shard-*.npy")):
+            if not force:
+                raise FileExistsError(
+                    f"{self.out} holds shard files but no manifest; pass force=True to "
+                    "replace them, or choose another output folder."
+                )
+            _remove_shards(self.out)
+        return previous
+
+    def plan(self, paths, shard_size, previous):
+        """``[(index, paths, inputs digest)]`` of the shards to compute; keeps the rest."""
+        shards = [paths[i : i + shard_size] for i in range(0, len(paths), shard_size)]
+        old = {e["index"]: e for e in (previous or {}).get("shards", [])}
+        todo = []
+        for index, shard in enumerate(shards):
+            inputs = _inputs_digest(shard)
+            if _finished(self.out, old.get(index), inputs):
+                self.entries[index] = old[index]
+            else:
+                todo.append((index, shard, inputs))
+        _remove_shards(self.out, keep=set(self.entries))
+        self.reused = len(self.entries)
+        self.manifest["n_shards"] = len(shards)
+        self.manifest["dims"] = (previous or {}).get("dims") if self.entries else None
+        return todo
+
+    def write_shard(self, index, inputs, result):
+        """Write one computed shard's two files atomically, then the manifest."""
+        emb, done, skipped = result
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        for path, reason in skipped:
+            warnings.warn(f"skipped unreadable image {path} ({reason})", UserWarning, 3)
+        npy, txt = self.out / _shard_name(index), self.out / _paths_name(index)
+        write_atomic(npy, lambda fh: np.save(fh, emb, allow_pickle=False), fsync=True)
+        write_atomic(txt, _encode_paths(done), fsync=True)
+        self.entries[index] = {
+            "index": index,
+            "file": npy.name,
+            "paths_file": txt.name,
+            "paths_encoding": _PATHS_ENCODING,
+            "rows": int(emb.shape[0]),
+            "sha256": _file_sha256(npy),
+            "paths_sha256": _file_sha256(txt),
+            "inputs": inputs,
+            "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        }
+        self.manifest["dims"] = int(emb.shape[1])
+        self.save()
+
+    def save(self, **extra):
+        """Write the manifest atomically (``complete`` when every shard is recorded)."""
+        shards = [self.entries[i] for i in sorted(self.entries)]
+        self.manifest.update(
+            shards=shards,
+            n=int(sum(e["rows"] for e in shards)),
+            skipped=[s for e in shards for s in e["skipped"]],
+            reused=self.reused,
+            complete=len(shards) == self.manifest["n_shards"],
+            **extra,
+        )
+        write_atomic(self.out / MANIFEST, _json_bytes(self.manifest), fsync=True)
+        return self.manifest
+
+
+def _check_shard_args(shard_size, scheduler, resources):
+    if not isinstance(shard_size, Integral) or isinstance(shard_size, bool) or shard_size < 1:
+        raise ValueError(f"shard_size must be an int >= 1; got shard_size={shard_size!r}.")
+    if resources is not None and (
+        not isinstance(resources, dict)
+        or not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in resources.items())
+    ):
+        raise ValueError(f"resources must be a dict of name -> number; got {resources!r}.")
+    if resources and scheduler is None:
+        raise ValueError("resources need a Dask scheduler (scheduler=ADDRESS).")
 
 
 def embed_to_shards(
@@ -392,144 +515,44 @@ def embed_to_shards(
     >>> X.shape, Path(paths[0]).name
     ((5, 16), '0.png')
     """
-    from ._dask import _check_embedder, worker_params
+    from ._dask import _check_embedder, check_device, random_weights, worker_params
 
-    if not isinstance(shard_size, Integral) or isinstance(shard_size, bool) or shard_size < 1:
-        raise ValueError(f"shard_size must be an int >= 1; got {shard_size!r}.")
-    if resources is not None and (
-        not isinstance(resources, dict)
-        or not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in resources.items())
-    ):
-        raise ValueError(f"resources must be a dict of name -> number; got {resources!r}.")
-    if resources and scheduler is None:
-        raise ValueError("resources need a Dask scheduler (scheduler=ADDRESS / --scheduler).")
+    _check_shard_args(shard_size, scheduler, resources)
     _check_embedder(embedder)
     params = embedder.get_params(deep=False)
-    if (
-        isinstance(params.get("backbone"), str)
-        and not params.get("pretrained", True)
-        and params.get("checkpoint_path") is None
-    ):
+    if random_weights(params):
         raise ValueError(
             "pretrained=False without checkpoint_path: random weights differ between "
             "processes and reruns, so the shards would not be comparable. Use pretrained "
             "weights or save the weights and pass checkpoint_path."
         )
+    check_device(params.get("device", "auto"), here=scheduler is None)
     start = time.perf_counter()
     paths = list_images(source)
     config = _config(embedder, shard_size)
     key, wparams = worker_params(embedder)
-    if scheduler is None:
-        from ._dask import cached_embedder
+    # the model loads (or the cluster answers) before anything is written
+    with _shard_runner(scheduler, key, wparams, resources) as run:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with _Lock(out):
+            folder = _ShardFolder(out, source, config, len(paths))
+            previous = folder.reconcile(folder.read(force=force), force=force)
+            todo = folder.plan(paths, shard_size, previous)
+            bar = None
+            if progress and todo:
+                from tqdm.auto import tqdm
 
-        cached_embedder(key, wparams)  # an unknown backbone or missing weights fail here
-    else:
-        _import_distributed()  # before anything is written
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with _Lock(out):
-        for tmp in out.glob(".shard-*.tmp"):  # left by a killed run
-            tmp.unlink()
-        for tmp in out.glob(f".{MANIFEST}.*.tmp"):
-            tmp.unlink()
-        try:
-            previous = _read_manifest(out)
-        except ValueError:
-            if not force:
-                raise
-            previous = None
-        if previous is not None and previous.get("config") != config:
-            if not force:
-                raise FileExistsError(
-                    f"{out} holds embeddings of another configuration "
-                    f"({_config_diff(previous.get('config', {}), config)}); pass --force "
-                    "(force=True) to replace them, or choose another output folder."
-                )
-            previous = None
-            _remove_shards(out)
-        elif previous is None and any(out.glob("shard-*.npy")):
-            if not force:
-                raise FileExistsError(
-                    f"{out} holds shard files but no manifest; pass --force (force=True) to "
-                    "replace them, or choose another output folder."
-                )
-            _remove_shards(out)
-
-        plan = [paths[i : i + shard_size] for i in range(0, len(paths), shard_size)]
-        old = {e["index"]: e for e in (previous or {}).get("shards", [])}
-        entries = {}
-        todo = []
-        for index, shard in enumerate(plan):
-            inputs = _inputs_digest(shard)
-            if _finished(out, old.get(index), inputs):
-                entries[index] = old[index]
-            else:
-                todo.append((index, shard, inputs))
-        _remove_shards(out, keep=set(entries))
-        reused = len(entries)
-        manifest = {
-            "format": FORMAT,
-            "source": os.path.abspath(source),
-            "config": config,
-            "n_paths": len(paths),
-            "n_shards": len(plan),
-            "dims": (previous or {}).get("dims") if entries else None,
-            "dtype": "float32",
-        }
-
-        def save(complete):
-            shards = [entries[i] for i in sorted(entries)]
-            manifest.update(
-                shards=shards,
-                n=int(sum(e["rows"] for e in shards)),
-                skipped=[s for e in shards for s in e["skipped"]],
-                reused=reused,
-                complete=complete,
-            )
-            write_atomic(out / MANIFEST, _json_bytes(manifest), fsync=True)
-
-        save(complete=not todo)
-        bar = None
-        if progress and todo:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=sum(len(s) for _, s, _ in todo), desc="embedding", unit="img")
-
-        def finish(index, inputs, result):
-            emb, done, skipped = result
-            emb = np.ascontiguousarray(emb, dtype=np.float32)
-            for path, reason in skipped:
-                warnings.warn(f"skipped unreadable image {path} ({reason})", UserWarning, 3)
-            npy, txt = out / _shard_name(index), out / _paths_name(index)
-            write_atomic(npy, lambda fh: np.save(fh, emb, allow_pickle=False), fsync=True)
-            write_atomic(txt, "".join(p + "\n" for p in done), fsync=True)
-            entries[index] = {
-                "index": index,
-                "file": npy.name,
-                "paths_file": txt.name,
-                "rows": int(emb.shape[0]),
-                "sha256": _file_sha256(npy),
-                "paths_sha256": _file_sha256(txt),
-                "inputs": inputs,
-                "skipped": [{"path": p, "reason": r} for p, r in skipped],
-            }
-            manifest["dims"] = int(emb.shape[1])
-            save(complete=len(entries) == len(plan))
-            if bar is not None:
-                bar.update(len(done) + len(skipped))
-
-        try:
-            if scheduler is None:
-                for index, shard, inputs in todo:
-                    finish(index, inputs, embed_shard(key, wparams, shard))
-            else:
-                _run_on_cluster(scheduler, key, wparams, todo, finish, resources)
-        finally:
-            if bar is not None:
-                bar.close()
-        manifest["wall_time_s"] = round(time.perf_counter() - start, 3)
-        save(complete=len(entries) == len(plan))
-        return manifest
+                bar = tqdm(total=sum(len(s) for _, s, _ in todo), desc="embedding", unit="img")
+            try:
+                for index, inputs, result in run(todo):
+                    folder.write_shard(index, inputs, result)
+                    if bar is not None:
+                        bar.update(len(result[1]) + len(result[2]))
+            finally:
+                if bar is not None:
+                    bar.close()
+            return folder.save(wall_time_s=round(time.perf_counter() - start, 3))
 
 
 def _import_distributed():
@@ -537,40 +560,53 @@ def _import_distributed():
         from distributed import Client, as_completed
     except ImportError as exc:
         raise ImportError(
-            "--scheduler / scheduler= needs dask.distributed; install it with "
-            "pip install 'peal-sk[dask]'."
+            "scheduler=ADDRESS needs dask.distributed; install it with pip install 'peal-sk[dask]'."
         ) from exc
     return Client, as_completed
 
 
-def _run_on_cluster(scheduler, key, params, todo, finish, resources):
-    """One task per shard on a Dask cluster; results written here as they complete."""
-    Client, as_completed = _import_distributed()
-    from ._dask import _warn_random_weights
+@contextlib.contextmanager
+def _shard_runner(scheduler, key, params, resources):
+    """``run(todo)``, yielding ``(index, inputs, (embeddings, paths, skipped))`` per shard.
 
-    _warn_random_weights(params)
+    In this process the model is loaded before ``run`` is returned (an unknown backbone,
+    missing weights or a bad option fail here); with a scheduler the cluster is connected
+    first (an unreachable address fails here), and the results come as they complete.
+    """
+    if scheduler is None:
+        from ._dask import cached_embedder
+
+        cached_embedder(key, params)
+        yield lambda todo: ((i, inputs, embed_shard(key, params, s)) for i, s, inputs in todo)
+        return
+    Client, as_completed = _import_distributed()
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
     try:
-        futures = {}
-        for index, shard, inputs in todo:
-            future = client.submit(
-                # the key names the configuration and the inputs' digest: the same task
-                embed_shard,
-                key,
-                params,
-                shard,
-                key=f"peal-sk-shard-{key[:16]}-{inputs[:32]}",
-                resources=resources or None,
-            )
-            futures[future] = (index, inputs)
-        for future in as_completed(futures):
-            index, inputs = futures.pop(future)
-            finish(index, inputs, future.result())
-            future.release()
+        yield functools.partial(_on_cluster, client, as_completed, key, params, resources)
     finally:
         if own:
             client.close()
+
+
+def _on_cluster(client, as_completed, key, params, resources, todo):
+    """One task per shard on a Dask cluster; results yielded here as they complete."""
+    futures = {}
+    for index, shard, inputs in todo:
+        future = client.submit(
+            # the key names the configuration and the inputs' digest: the same task
+            embed_shard,
+            key,
+            params,
+            shard,
+            key=f"peal-sk-shard-{key[:16]}-{inputs[:32]}",
+            resources=resources or None,
+        )
+        futures[future] = (index, inputs)
+    for future in as_completed(futures):
+        index, inputs = futures.pop(future)
+        yield index, inputs, future.result()
+        future.release()
 
 
 def load_shards(out, *, verify=False):
@@ -615,7 +651,9 @@ def load_shards(out, *, verify=False):
         ):
             raise ValueError(f"{npy} does not match the manifest's sha256.")
         arr = np.load(npy, allow_pickle=False)
-        rows = txt.read_text(encoding="utf-8").splitlines()
+        rows = _decode_paths(
+            txt.read_text(encoding="utf-8", errors="surrogateescape"), entry.get("paths_encoding")
+        )
         if arr.shape[0] != entry["rows"] or len(rows) != entry["rows"]:
             raise ValueError(f"{npy} has {arr.shape[0]} rows; the manifest says {entry['rows']}.")
         arrays.append(arr)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils._image_files import IMAGE_EXTENSIONS, is_image_name, unreadable_reason
+
 __all__ = ["BUILTIN", "Dataset", "load_dataset"]
 
 #: Built-in datasets (shipped with a dependency: nothing is downloaded).
 BUILTIN = {"digits": "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes"}
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
@@ -176,9 +176,11 @@ def _subsample_pool(data, pool_size, seed):
 
 
 def _image_folder(root, seed, test_size):
-    """One sub-folder per class; unreadable files are skipped with a warning naming them."""
-    from PIL import Image
+    """One sub-folder per class; unreadable files are skipped with a warning naming them.
 
+    Every file is decoded once (:func:`~peal_sk.utils._image_files.unreadable_reason`),
+    so a truncated JPEG is skipped like a truncated PNG instead of failing the run later.
+    """
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise ValueError(
@@ -188,13 +190,11 @@ def _image_folder(root, seed, test_size):
     paths, labels, skipped = [], [], []
     for label in classes:
         for path in sorted((root / label).rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if not path.is_file() or not is_image_name(path.name):
                 continue
-            try:
-                with Image.open(path) as im:
-                    im.verify()
-            except Exception as exc:  # noqa: BLE001 - any decoder error means unreadable
-                skipped.append(f"{path} ({type(exc).__name__}: {exc})")
+            reason = unreadable_reason(path)
+            if reason is not None:
+                skipped.append(f"{path} ({reason})")
                 continue
             paths.append(str(path))
             labels.append(label)
@@ -206,7 +206,9 @@ def _image_folder(root, seed, test_size):
             f"skipped {len(skipped)} unreadable image file(s) in {root}: {shown}", stacklevel=3
         )
     if not paths:
-        raise ValueError(f"dataset folder {root} holds no readable images ({IMAGE_EXTENSIONS}).")
+        raise ValueError(
+            f"dataset folder {root} holds no readable images ({', '.join(IMAGE_EXTENSIONS)})."
+        )
     paths = np.asarray(paths, dtype=object)
     data = _from_arrays(str(root), paths, np.asarray(labels), seed, test_size)
     data.X_train, data.X_test = list(data.X_train), list(data.X_test)

@@ -185,11 +185,16 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         if not self.strategies or not self.seeds or not self.models:
             raise ValueError("strategies, seeds and models must not be empty.")
+        bad = [s for s in self.seeds if not isinstance(s, Integral) or isinstance(s, bool)]
+        if bad:
+            raise ValueError(f"seeds must be integers; got {bad}.")
+        for name in ("strategies", "seeds", "models", "budgets"):
+            _check_unique(name, getattr(self, name))
         if self.mode == "one-shot" and (not self.budgets or min(self.budgets) < 1):
             raise ValueError(f"budgets must be >= 1; got {self.budgets}.")
-        bad = [s for s in self.seeds if not _is_int(s) or s < 0]
+        bad = [s for s in self.seeds if s < 0]
         if bad:
-            raise ValueError(f"seeds must be integers >= 0; got {bad}.")
+            raise ValueError(f"seeds must be >= 0 (they seed NumPy generators); got {bad}.")
         if self.pool_size is not None and not (_is_int(self.pool_size) and self.pool_size >= 1):
             raise ValueError(f"pool_size must be an int >= 1 or None; got {self.pool_size!r}.")
         size = self.test_size
@@ -214,6 +219,39 @@ class SimulationConfig:
         fields = {**dataclasses.asdict(self), "engine": ENGINE}
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_unique(name, values):
+    """A value given twice would run (or average) the same cell twice: refuse it."""
+    seen, twice = set(), []
+    for v in values:
+        if v in seen and v not in twice:
+            twice.append(v)
+        seen.add(v)
+    if twice:
+        raise ValueError(
+            f"{name} lists {', '.join(map(repr, twice))} more than once ({list(values)}); "
+            f"give each value once."
+        )
+
+
+def check_targets(targets):
+    """``targets`` as a list of floats, each an accuracy in (0, 1]; None stays None."""
+    if targets is None:
+        return None
+    if isinstance(targets, Real):
+        targets = [targets]
+    out = []
+    for t in targets:
+        if not isinstance(t, Real) or isinstance(t, bool) or not 0 < t <= 1:
+            hint = f" (did you mean {t / 100:g}?)" if isinstance(t, Real) and 1 < t <= 100 else ""
+            raise ValueError(
+                f"targets are accuracies as fractions in (0, 1], e.g. 0.9 for 90 %; got "
+                f"{t!r}{hint}."
+            )
+        out.append(float(t))
+    _check_unique("targets", out)
+    return out
 
 
 # -- pieces -------------------------------------------------------------------------------
@@ -579,8 +617,9 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     force : bool, default=False
         Start over in a folder that holds results of another configuration.
     targets : list of float or None
-        Accuracies for the "labels needed" table (default: random's final mean accuracy
-        when random ran, else the best final mean).
+        Accuracies for the "labels needed" table, as fractions in (0, 1] (0.9 is 90 %;
+        a value above 1 is refused, not read as a percentage). Default: random's final
+        mean accuracy when random ran, else the best final mean.
     progress : bool, default=True
     log : callable, default=print
 
@@ -606,6 +645,7 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     [('random', [10, 20, 30]), ('margin', [10, 20, 30])]
     """
     config.validate()
+    targets = check_targets(targets)
     # the data is checked before anything is written to ``out``: a run that fails here
     # leaves no config.json behind to refuse the corrected rerun
     first = _load(config, config.seeds[0])

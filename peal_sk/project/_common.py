@@ -5,6 +5,7 @@
 import getpass
 import os
 
+from ..utils._image_files import IMAGE_EXTENSIONS
 from ..utils._io import write_atomic
 
 __all__ = [
@@ -18,7 +19,6 @@ __all__ = [
     "write_atomic",
 ]
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 _MAX_LISTED = 20
 
 

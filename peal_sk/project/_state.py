@@ -2,13 +2,16 @@
 
 One :class:`State` per open project. Writes go through :func:`~._db.transaction` (all or
 nothing); a project opened read-only refuses them with :class:`ReadOnlyProjectError`
-before touching the database.
+before touching the database, and a write lock held by another command for longer than
+the busy timeout raises :class:`ProjectBusyError` (told apart by SQLite's error code).
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import contextlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ from ._common import (
     listing,
 )
 from ._db import (
+    BUSY_TIMEOUT_MS,
     DB_NAME,
     READABLE_VERSIONS,
     SCHEMA_VERSION,
@@ -31,10 +35,45 @@ from ._db import (
     transaction,
 )
 
-__all__ = ["IMPORT_DELAY_ENV", "State"]
+__all__ = [
+    "IMPORT_DELAY_ENV",
+    "ProjectBusyError",
+    "StaleLabelsError",
+    "State",
+    "UnknownBatchError",
+]
 
+#: the largest row id SQLite stores (a larger number names no row)
+_MAX_ID = 2**63 - 1
 #: hidden: seconds to sleep after each row inside the import transaction (tests only)
 IMPORT_DELAY_ENV = "PEAL_SK_TEST_IMPORT_DELAY"
+
+
+#: SQLite's primary result codes of a lock held by another connection
+_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+class ProjectBusyError(ProjectError):
+    """Another command held the project's write lock for longer than the busy timeout."""
+
+
+class UnknownBatchError(ProjectError, LookupError):
+    """A batch number that the project does not have."""
+
+
+class StaleLabelsError(LabelConflictError):
+    """Labels given as unlabelled (or as another label) were changed meanwhile: nothing saved.
+
+    ``conflicts`` lists ``(relpath, saved label, given label)``.
+    """
+
+    def __init__(self, conflicts):
+        ProjectError.__init__(
+            self,
+            f"nothing saved: {len(conflicts)} image(s) were labelled elsewhere since the page "
+            "loaded; the page now shows their saved labels; save again to replace them.",
+        )
+        self.conflicts = list(conflicts)
 
 
 def _where(places):
@@ -70,10 +109,28 @@ class State:
     def close(self):
         self.con.close()
 
+    @contextlib.contextmanager
     def write(self, action):
-        """The transaction of a write; refused with a clear message when read-only."""
+        """The transaction of a write; refused with a clear message when read-only.
+
+        Inside an open transaction (a caller that checks and writes as one unit, like
+        the labelling page's save) the write joins it: everything commits or rolls back
+        together, when the outer block ends.
+        """
         self.require_writable(action)
-        return transaction(self.con)
+        if self.con.in_transaction:
+            yield self.con
+            return
+        try:
+            with transaction(self.con):
+                yield self.con
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in _BUSY_CODES:
+                raise
+            raise ProjectBusyError(
+                f"{self.path} is busy: another peal-sk command held it for more than "
+                f"{BUSY_TIMEOUT_MS // 1000} s; nothing was changed, try again."
+            ) from exc
 
     def require_writable(self, action):
         """Raise :class:`ReadOnlyProjectError` naming ``action`` when read-only."""
@@ -186,6 +243,109 @@ class State:
             "JOIN images i ON i.id = l.image_id WHERE l.superseded = 0 AND i.status = 'present' "
             "ORDER BY i.relpath, l.id"
         ).fetchall()
+
+    # -- the labelling page (``project serve``) -----------------------------------------
+    def require_batch(self, batch):
+        """Raise :class:`UnknownBatchError` unless batch number ``batch`` exists."""
+        if (
+            not 1 <= batch <= _MAX_ID
+            or self.con.execute("SELECT 1 FROM batches WHERE id = ?", (batch,)).fetchone() is None
+        ):
+            raise UnknownBatchError(f"no batch {batch} in the project.")
+
+    def current_labels(self, paths):
+        """``relpath -> current label or None`` for the project's images among ``paths``."""
+        out = {}
+        for start in range(0, len(paths), 500):
+            chunk = paths[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.con.execute(
+                f"SELECT i.relpath, l.label FROM images i LEFT JOIN labels l "
+                f"ON l.image_id = i.id AND l.superseded = 0 WHERE i.relpath IN ({marks})",
+                chunk,
+            ).fetchall()
+            out.update({r["relpath"]: r["label"] for r in rows})
+        return out
+
+    def image(self, image_id):
+        """The row ``(relpath, status, size, mtime_ns)`` of image ``image_id``, or None."""
+        if not 1 <= image_id <= _MAX_ID:
+            return None
+        return self.con.execute(
+            "SELECT relpath, status, size, mtime_ns FROM images WHERE id = ?", (image_id,)
+        ).fetchone()
+
+    def last_training(self):
+        """The latest training row ``(id, model, model_path, n_labels)``, or None."""
+        return self.con.execute(
+            "SELECT id, model, model_path, n_labels FROM trainings ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+
+    def batch_images(self, batch):
+        """The present images of ``batch`` in rank order: rows (id, relpath, size, mtime_ns)."""
+        return self.con.execute(
+            "SELECT i.id, i.relpath, i.size, i.mtime_ns FROM batch_items bi "
+            "JOIN images i ON i.id = bi.image_id WHERE bi.batch_id = ? "
+            "AND i.status = 'present' ORDER BY bi.rank",
+            (batch,),
+        ).fetchall()
+
+    def page_state(self, batch=None):
+        """What the page shows: a batch's items with their current labels, and progress.
+
+        ``batch`` None: the oldest open batch, else the latest one.
+        """
+        q = self.con.execute
+        open_ids = [r[0] for r in q("SELECT id FROM batches WHERE closed = 0 ORDER BY id")]
+        pool = q(
+            "SELECT COUNT(*) FROM images WHERE status = 'present' "
+            "AND id NOT IN (SELECT image_id FROM labels WHERE superseded = 0) "
+            "AND id NOT IN (SELECT bi.image_id FROM batch_items bi "
+            "JOIN batches b ON b.id = bi.batch_id WHERE b.closed = 0)"
+        ).fetchone()[0]
+        state = {"open_batches": open_ids, "pool": pool, "batch": None, "items": []}
+        if batch is None:
+            row = q("SELECT MAX(id) FROM batches").fetchone()
+            batch = open_ids[0] if open_ids else row[0]
+            if batch is None:
+                state["progress"] = {"labelled": 0, "total": 0}
+                return state
+        self.require_batch(batch)
+        b = q(
+            "SELECT id, created, strategy, config, closed FROM batches WHERE id = ?", (batch,)
+        ).fetchone()
+        config = json.loads(b["config"])
+        state["batch"] = {
+            "id": b["id"],
+            "created": b["created"],
+            "strategy": b["strategy"],
+            "phase": config.get("phase"),
+            "closed": bool(b["closed"]),
+            "n": config.get("n_instances"),
+        }
+        rows = q(
+            "SELECT i.id, i.relpath, i.status, bi.score, l.label FROM batch_items bi "
+            "JOIN images i ON i.id = bi.image_id "
+            "LEFT JOIN labels l ON l.image_id = i.id AND l.superseded = 0 "
+            "WHERE bi.batch_id = ? ORDER BY bi.rank",
+            (batch,),
+        ).fetchall()
+        state["items"] = [
+            {
+                "id": r["id"],
+                "path": r["relpath"],
+                "status": r["status"],
+                "score": r["score"],
+                "label": r["label"],
+            }
+            for r in rows
+        ]
+        present = [r for r in rows if r["status"] == "present"]
+        state["progress"] = {
+            "labelled": sum(r["label"] is not None for r in present),
+            "total": len(present),
+        }
+        return state
 
     # -- writes -------------------------------------------------------------------------
     def close_finished_batches(self):

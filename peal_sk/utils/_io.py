@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ["write_atomic"]
 
 
-def write_atomic(path, data, *, overwrite=True, fsync=False):
+def write_atomic(path, data, *, overwrite=True, fsync=False, by_name=False):
     """Write ``data`` to ``path`` through a temporary file in the same folder.
 
     The temporary name carries the process and thread ids, so concurrent writers never
@@ -31,18 +31,33 @@ def write_atomic(path, data, *, overwrite=True, fsync=False):
     fsync : bool, default=False
         Flush the file to disk before it takes the name (for results that are expensive
         to recompute and that a later run trusts without reading them back).
+    by_name : bool, default=False
+        With a callable ``data``: call ``write(name)`` with the temporary file's name (a
+        ``str``) instead of an open file, for writers that take a file name (e.g.
+        ``safetensors.torch.save_file``, ``torch.onnx.export``). Only that one file is
+        renamed: a writer that adds files beside it needs its own scheme.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    if by_name:  # the name keeps the suffix: some writers add theirs (np.save adds .npy)
+        tmp = tmp.with_name(tmp.name + path.suffix)
     try:
-        with open(tmp, "wb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data.encode() if isinstance(data, str) else data)
+        if by_name:
+            if not callable(data):
+                raise TypeError("by_name=True needs a callable data, write(name).")
+            data(os.fspath(tmp))
             if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        else:
+            with open(tmp, "wb") as fh:
+                if callable(data):
+                    data(fh)
+                else:
+                    fh.write(data.encode() if isinstance(data, str) else data)
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
         if overwrite:
             os.replace(tmp, path)
             return

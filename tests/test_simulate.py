@@ -285,9 +285,11 @@ def test_progress_bar_counts_cycles(tmp_path, capsys):
     assert f"{2 * CYCLES_PER_CELL}/{2 * CYCLES_PER_CELL}" in err and "cycle" in err
 
 
-def test_lora_cells_resume_to_the_same_numbers(tmp_path, monkeypatch):
-    """PEALClassifier refits from its seeded initial state: a LoRA cell resumed after
-    cycle 1 ends as the uninterrupted one, and its pool inference is timed."""
+@pytest.mark.parametrize("model", ["linear", "lora"])
+def test_peal_cells_resume_to_the_same_numbers(model, tmp_path, monkeypatch):
+    """PEALClassifier refits from its seeded initial state, whatever its caches hold: a
+    cell resumed after cycle 1 (a new model, caches empty) ends as the uninterrupted one
+    (caches filled by earlier fits and queries), and its pool inference is timed."""
     pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     y = np.arange(40) % 2
@@ -297,7 +299,7 @@ def test_lora_cells_resume_to_the_same_numbers(tmp_path, monkeypatch):
     config = SimulationConfig(
         dataset=str(path),
         strategies=["entropy"],
-        models=["lora"],
+        models=[model],
         seeds=[0],
         initial=4,
         step=4,
@@ -308,6 +310,9 @@ def test_lora_cells_resume_to_the_same_numbers(tmp_path, monkeypatch):
         img_size=14,
         backbone_kwargs={"depth": 1, "embed_dim": 16, "num_heads": 2, "global_pool": "avg"},
     )
+    from peal_sk.classifier._store import clear_stores  # the frozen outputs kept in memory
+
+    clear_stores()
     whole = simulate(config, tmp_path / "a", progress=False, log=quiet)
     original = _simulate._save_checkpoint
 
@@ -317,12 +322,16 @@ def test_lora_cells_resume_to_the_same_numbers(tmp_path, monkeypatch):
             raise Killed
 
     monkeypatch.setattr(_simulate, "_save_checkpoint", save_then_die)
+    clear_stores()
     with pytest.raises(Killed):
         simulate(config, tmp_path / "b", progress=False, log=quiet)
     monkeypatch.setattr(_simulate, "_save_checkpoint", original)
+    clear_stores()  # as in a new process: the resumed fit recomputes what the pool passes kept
     resumed = simulate(config, tmp_path / "b", progress=False, log=quiet)
     assert outcome(resumed) == outcome(whole)
     assert all(t > 0 for t in whole["cells"][0]["timing"]["inference_s"][1:])
+    if model == "linear":  # the frozen backbone's outputs, kept on disk across the kill
+        assert list((tmp_path / "b" / "cache" / "features").rglob("*.keys.npy"))
 
 
 @pytest.mark.parametrize(

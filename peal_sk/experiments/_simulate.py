@@ -334,7 +334,7 @@ def _strategy(name, *, n_instances, config, seed=0):
     return make_selector(name, params, n_instances=n_instances, random_state=seed)
 
 
-def _model(name, config, seed, classes):
+def _model(name, config, seed, classes, cache_dir=None):
     if name == "logreg":
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -353,6 +353,9 @@ def _model(name, config, seed, classes):
         lr=config.lr,
         classes=classes,
         random_state=seed,
+        # the frozen parts' outputs on disk: a resumed run reads the values the killed
+        # one computed (bit for bit, whatever batches they came in) instead of redoing them
+        cache_dir=None if cache_dir is None else str(cache_dir),
     )
 
 
@@ -407,7 +410,7 @@ def _record(state, n_labels, accuracy, **times):
         state["timing"][name].append(round(times.get(name, 0.0), 6))
 
 
-def _run_iterative(data, F_train, F_test, state, config, on_cycle):
+def _run_iterative(data, F_train, F_test, state, config, on_cycle, cache_dir=None):
     """Cycles ``len(state["accuracy"])`` to ``config.cycles`` of one cell.
 
     Cycle 0 fits on the random initial labels; cycle ``c >= 1`` queries ``step`` samples
@@ -434,7 +437,7 @@ def _run_iterative(data, F_train, F_test, state, config, on_cycle):
     pool = np.setdiff1d(np.arange(n), labeled)  # sorted, as np.delete keeps it
     tic = time.perf_counter()
     learner = ActiveLearner(
-        _model(model_name, config, seed, data.classes),
+        _model(model_name, config, seed, data.classes, cache_dir),
         # unseeded: each query gets the seed of its cycle (a selector seeded with one
         # int would draw the same positions in every cycle)
         _strategy(state["strategy"], n_instances=config.step, config=config, seed=None),
@@ -479,7 +482,7 @@ def _run_iterative(data, F_train, F_test, state, config, on_cycle):
     return state
 
 
-def _run_one_shot(data, F_train, F_test, state, config, on_cycle):
+def _run_one_shot(data, F_train, F_test, state, config, on_cycle, cache_dir=None):
     """Budgets ``len(state["accuracy"])`` onwards of one cell; each depends on its
     budget and the seed only. The features are computed once per seed before the cells,
     so ``inference_s`` stays 0."""
@@ -490,7 +493,7 @@ def _run_one_shot(data, F_train, F_test, state, config, on_cycle):
         selector = _strategy(strategy, n_instances=budget, config=config, seed=seed)
         idx = selector.select(F_train, budget)
         selection_s = time.perf_counter() - tic
-        model = _model(model_name, config, seed, data.classes)
+        model = _model(model_name, config, seed, data.classes, cache_dir)
         fit_s = score_s = 0.0
         if len(np.unique(data.y_train[idx])) < 2:  # one class only: predict it
             accuracy = float(np.mean(data.y_test == data.y_train[idx][0]))
@@ -729,7 +732,8 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
         state = states[(model, strategy, seed)] or _new_state(model, strategy, seed)
         checkpoint = _checkpoint_path(cells_dir, config, model, strategy, seed)
         run = _run_iterative if config.mode == "iterative" else _run_one_shot
-        cell = run(data, F_train, F_test, state, config, _on_cycle(checkpoint, state, bar, log))
+        on_cycle = _on_cycle(checkpoint, state, bar, log)
+        cell = run(data, F_train, F_test, state, config, on_cycle, cache_dir=out / "cache")
         write_atomic(cells_dir / _cell_name(config, model, strategy, seed), json.dumps(cell))
         checkpoint.unlink(missing_ok=True)
         if bar is None:

@@ -346,3 +346,19 @@ def test_peal_cells_resume_to_the_same_numbers(model, tmp_path, monkeypatch):
 def test_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SimulationConfig(**kwargs).validate()
+
+
+def test_inference_clock_skips_passthrough_steps():
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_digits(return_X_y=True)
+    pipe = Pipeline(
+        [("none", "passthrough"), ("scale", StandardScaler()), ("lr", LogisticRegression())]
+    ).fit(X[:200], y[:200])
+    with _simulate._timed_inference(pipe) as clock:
+        proba = pipe.predict_proba(X[:50])
+    assert proba.shape == (50, 10) and clock.seconds > 0
+    assert "predict_proba" not in vars(pipe) and "transform" not in vars(pipe["scale"])

@@ -307,8 +307,10 @@ def _timed_inference(estimator):
     objects, patched = [estimator], []
     while objects:
         obj = objects.pop()
+        if not hasattr(obj, "__dict__"):  # "passthrough", None, or a class with __slots__
+            continue
         if isinstance(obj, Pipeline):
-            objects.extend(step for _, step in obj.steps if hasattr(step, "__dict__"))
+            objects.extend(step for _, step in obj.steps)
         for name in INFERENCE_METHODS:
             if name in vars(obj):  # already an instance attribute: not ours to shadow
                 continue

@@ -336,7 +336,7 @@ def _strategy(name, *, n_instances, config, seed=0):
     return make_selector(name, params, n_instances=n_instances, random_state=seed)
 
 
-def _model(name, config, seed, classes, cache_dir=None):
+def _model(name, config, seed, classes, cache_dir=None, progress=False):
     if name == "logreg":
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -358,6 +358,7 @@ def _model(name, config, seed, classes, cache_dir=None):
         # the frozen parts' outputs on disk: a resumed run reads the values the killed
         # one computed (bit for bit, whatever batches they came in) instead of redoing them
         cache_dir=None if cache_dir is None else str(cache_dir),
+        progress=progress,  # bars over the long passes (the pool's embeddings)
     )
 
 
@@ -412,7 +413,7 @@ def _record(state, n_labels, accuracy, **times):
         state["timing"][name].append(round(times.get(name, 0.0), 6))
 
 
-def _run_iterative(data, F_train, F_test, state, config, on_cycle, cache_dir=None):
+def _run_iterative(data, F_train, F_test, state, config, on_cycle, model_kwargs):
     """Cycles ``len(state["accuracy"])`` to ``config.cycles`` of one cell.
 
     Cycle 0 fits on the random initial labels; cycle ``c >= 1`` queries ``step`` samples
@@ -439,7 +440,7 @@ def _run_iterative(data, F_train, F_test, state, config, on_cycle, cache_dir=Non
     pool = np.setdiff1d(np.arange(n), labeled)  # sorted, as np.delete keeps it
     tic = time.perf_counter()
     learner = ActiveLearner(
-        _model(model_name, config, seed, data.classes, cache_dir),
+        _model(model_name, config, seed, data.classes, **model_kwargs),
         # unseeded: each query gets the seed of its cycle (a selector seeded with one
         # int would draw the same positions in every cycle)
         _strategy(state["strategy"], n_instances=config.step, config=config, seed=None),
@@ -484,7 +485,7 @@ def _run_iterative(data, F_train, F_test, state, config, on_cycle, cache_dir=Non
     return state
 
 
-def _run_one_shot(data, F_train, F_test, state, config, on_cycle, cache_dir=None):
+def _run_one_shot(data, F_train, F_test, state, config, on_cycle, model_kwargs):
     """Budgets ``len(state["accuracy"])`` onwards of one cell; each depends on its
     budget and the seed only. The features are computed once per seed before the cells,
     so ``inference_s`` stays 0."""
@@ -495,7 +496,7 @@ def _run_one_shot(data, F_train, F_test, state, config, on_cycle, cache_dir=None
         selector = _strategy(strategy, n_instances=budget, config=config, seed=seed)
         idx = selector.select(F_train, budget)
         selection_s = time.perf_counter() - tic
-        model = _model(model_name, config, seed, data.classes, cache_dir)
+        model = _model(model_name, config, seed, data.classes, **model_kwargs)
         fit_s = score_s = 0.0
         if len(np.unique(data.y_train[idx])) < 2:  # one class only: predict it
             accuracy = float(np.mean(data.y_test == data.y_train[idx][0]))
@@ -720,6 +721,7 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
             bar.update(sum(len(st["accuracy"]) for st in partial))
         except ImportError:
             bar = None
+    model_kwargs = {"cache_dir": out / "cache", "progress": bar is not None}
     for model, strategy, seed in todo:
         if seed not in data_by_seed or seed not in ready:
             data = data_by_seed[seed][0] if seed in data_by_seed else None
@@ -735,7 +737,7 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
         checkpoint = _checkpoint_path(cells_dir, config, model, strategy, seed)
         run = _run_iterative if config.mode == "iterative" else _run_one_shot
         on_cycle = _on_cycle(checkpoint, state, bar, log)
-        cell = run(data, F_train, F_test, state, config, on_cycle, cache_dir=out / "cache")
+        cell = run(data, F_train, F_test, state, config, on_cycle, model_kwargs)
         write_atomic(cells_dir / _cell_name(config, model, strategy, seed), json.dumps(cell))
         checkpoint.unlink(missing_ok=True)
         if bar is None:

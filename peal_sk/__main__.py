@@ -2,9 +2,11 @@
 
 ``peal-sk simulate`` runs pool-based active learning on a labelled dataset (a built-in
 name, a ``.npz`` of arrays or an image folder with one sub-folder per class) for several
-strategies and seeds, and writes accuracy per cycle (JSON, CSV), a plot of the learning
-curves and a markdown table of the labels each strategy needs to reach a target
-accuracy. Finished (strategy, seed) cells are kept, so an interrupted run resumes.
+strategies and seeds, and writes accuracy per cycle (JSON, CSV), the time of each
+cycle's fit, pool inference and selection (JSON), a plot of the learning curves and a
+markdown table of the labels each strategy needs to reach a target accuracy and of the
+mean time per cycle. Every cycle is checkpointed, so a run
+interrupted at any cycle resumes there with the same final numbers.
 
 ``peal-sk demo`` is the no-download default: both settings peal_sk is built for, on
 scikit-learn's digits, in well under a minute:
@@ -80,6 +82,22 @@ def build_parser():
         help=f"built-in name ({', '.join(BUILTIN)}), a .npz with X, y (or "
         "X_train, y_train, X_test, y_test), or an image folder with one "
         "sub-folder per class",
+    )
+    sim.add_argument(
+        "--pool-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="unlabelled pool: a seeded, stratified subsample of N training images (None: "
+        "all of them); never holds a test image",
+    )
+    sim.add_argument(
+        "--test-size",
+        type=_fraction_or_int,
+        default=None,
+        help="test images: a fraction (0-1) or number of the dataset split off for testing "
+        "(None: 0.25); a .npz with X_test, y_test is tested on that split (None: all of it, "
+        "else a seeded, stratified subsample of this size)",
     )
     sim.add_argument(
         "--mode",
@@ -249,6 +267,8 @@ def main(argv=None):
             step=args.step,
             cycles=args.cycles,
             budgets=args.budgets,
+            pool_size=args.pool_size,
+            test_size=args.test_size,
             bilaf_cores=args.bilaf_cores,
             strategy_params=parse_selector_params(args.param),
         )

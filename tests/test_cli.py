@@ -46,8 +46,9 @@ def test_simulate_iterative_writes_well_formed_outputs(tmp_path, capsys):
         "n_labels",
         "accuracy",
     }
-    table = (out / "table.md").read_text()
-    assert table.count("\n") == 2 + 4 and "| logreg | margin |" in table
+    accuracy_table, timing = (out / "table.md").read_text().split("\n\n", 1)
+    assert accuracy_table.count("\n") == 1 + 4 and "| logreg | margin |" in accuracy_table
+    assert "Mean seconds per cycle" in timing and timing.count("| logreg |") == 4
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -5,6 +5,7 @@
 import os
 import warnings
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,9 @@ class Dataset:
         Raw pixels as feature rows, for datasets that have both (digits); else None.
     skipped : tuple of str
         Unreadable files of an image folder, with the reason (they are left out).
+    own_test_split : bool
+        Whether the test samples are the dataset's own test split (a ``.npz`` with
+        ``X_test`` and ``y_test``) rather than a split of its samples.
 
     See Also
     --------
@@ -65,6 +69,11 @@ class Dataset:
     features_train: np.ndarray = None
     features_test: np.ndarray = None
     skipped: tuple = ()
+    own_test_split: bool = False
+
+
+#: Test fraction of a dataset without a test split of its own (``test_size=None``).
+DEFAULT_TEST_SIZE = 0.25
 
 
 def _split(X, y, seed, test_size):
@@ -106,14 +115,64 @@ def _from_arrays(name, X, y, seed, test_size, X_test=None, y_test=None):
     )
     _check_lengths(name, pairs)
     y = np.asarray(y)
-    if X_test is None:
-        tr, te = _split(X, y, seed, test_size)
+    own = X_test is not None
+    if not own:
+        tr, te = _split(X, y, seed, DEFAULT_TEST_SIZE if test_size is None else test_size)
         X, X_test, y, y_test = _take(X, tr), _take(X, te), y[tr], y[te]
+    elif test_size is not None:  # a seeded, stratified part of the dataset's own test split
+        y_test = np.asarray(y_test)
+        keep = _subset(y_test, test_size, seed, "test_size", f"test samples of {name}")
+        X_test, y_test = _take(X_test, keep), y_test[keep]
     X_arr = X if isinstance(X, list) else np.asarray(X)
     kind = "features" if not isinstance(X_arr, list) and X_arr.ndim == 2 else "images"
     return Dataset(
-        name, kind, X_arr, y, X_test, np.asarray(y_test), np.unique(np.concatenate([y, y_test]))
+        name,
+        kind,
+        X_arr,
+        y,
+        X_test,
+        np.asarray(y_test),
+        np.unique(np.concatenate([y, y_test])),
+        own_test_split=own,
     )
+
+
+def _subset(y, size, seed, param, what):
+    """Sorted positions of a seeded, stratified subsample of ``size`` (a count or fraction)."""
+    n = len(y)
+    if isinstance(size, Integral) and size >= n:
+        if size == n:
+            return np.arange(n)
+        raise ValueError(
+            f"{param}={size} exceeds the {n} {what}; choose a smaller {param} or None (all)."
+        )
+    n_classes = len(np.unique(y))
+    count = size if isinstance(size, Integral) else int(np.ceil(size * n))
+    if count < n_classes:
+        raise ValueError(
+            f"{param}={size} keeps {count} of the {n} {what}, fewer than their {n_classes} "
+            "classes; a stratified subsample needs one sample per class at least."
+        )
+    try:
+        _, keep = _split(None, y, seed, size)
+    except ValueError as exc:  # e.g. a class with a single sample
+        raise ValueError(
+            f"{param}={size}: cannot draw a stratified subsample of the {n} {what}: {exc}"
+        ) from exc
+    return np.sort(keep)
+
+
+def _subsample_pool(data, pool_size, seed):
+    """Keep a seeded, stratified ``pool_size`` of the training samples, in dataset order."""
+    what = f"training samples of {data.name}"
+    keep = _subset(data.y_train, pool_size, seed, "pool_size", what)
+    if len(keep) == len(data.y_train):
+        return data
+    data.X_train = _take(data.X_train, keep)
+    data.y_train = data.y_train[keep]
+    if data.features_train is not None:
+        data.features_train = data.features_train[keep]
+    return data
 
 
 def _image_folder(root, seed, test_size):
@@ -158,8 +217,11 @@ def _image_folder(root, seed, test_size):
     return data
 
 
-def load_dataset(spec, *, seed=0, test_size=0.25):
+def load_dataset(spec, *, seed=0, test_size=None, pool_size=None):
     """Load ``spec`` and split it (stratified, seeded) unless it has its own test split.
+
+    The test samples never enter the training split, so a pool drawn from it never
+    holds a test image.
 
     Parameters
     ----------
@@ -168,7 +230,17 @@ def load_dataset(spec, *, seed=0, test_size=0.25):
         ``X_test``, ``y_test``): images (N, H, W[, C]) or features (N, d); or a folder
         with one sub-folder of images per class.
     seed : int, default=0
-    test_size : float, default=0.25
+        Seeds the split and the subsamples.
+    test_size : float, int or None, default=None
+        A dataset without a test split of its own is split into train and test, the test
+        part being this fraction (a float in (0, 1)) or number (an int) of its samples;
+        None means 0.25. A ``.npz`` with ``X_test`` and ``y_test`` is tested on that
+        split: all of it when None, else a stratified subsample of this fraction or
+        number of it.
+    pool_size : int or None, default=None
+        Keep a stratified subsample of this many training samples (the unlabelled pool
+        of a simulation), in dataset order; None keeps them all. It is drawn after the
+        test split, so runs with different pool sizes share their test samples.
 
     Returns
     -------
@@ -180,12 +252,20 @@ def load_dataset(spec, *, seed=0, test_size=0.25):
     >>> data = load_dataset("digits", seed=0, test_size=0.25)
     >>> data.name, len(data.y_train), len(data.y_test)
     ('digits', 1347, 450)
+    >>> len(load_dataset("digits", seed=0, pool_size=500).y_train)
+    500
     """
+    data = _load(spec, seed, test_size)
+    return data if pool_size is None else _subsample_pool(data, int(pool_size), seed)
+
+
+def _load(spec, seed, test_size):
     if str(spec) == "digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        tr, te = _split(digits.data, digits.target, seed, test_size)
+        size = DEFAULT_TEST_SIZE if test_size is None else test_size
+        tr, te = _split(digits.data, digits.target, seed, size)
         images = (digits.images * (255 / 16)).round().astype(np.uint8)
         return Dataset(
             "digits",
@@ -200,7 +280,7 @@ def load_dataset(spec, *, seed=0, test_size=0.25):
         )
     path = Path(os.fspath(spec))
     if path.is_dir():
-        return _image_folder(path, seed, test_size)
+        return _image_folder(path, seed, DEFAULT_TEST_SIZE if test_size is None else test_size)
     if path.suffix == ".npz" and path.is_file():
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)

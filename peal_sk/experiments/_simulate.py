@@ -1,15 +1,18 @@
 """Pool-based active-learning simulations: the engine behind ``peal-sk simulate``.
 
-A run is a grid of cells, one per (mode, model, strategy, seed). Each finished cell is
-written to ``<out>/cells/`` at once (atomically), so an interrupted run resumes where it
-stopped; a results folder made with another configuration is never mixed into or
+A run is a grid of cells, one per (mode, model, strategy, seed). A cell writes a
+checkpoint to ``<out>/cells/`` after every cycle and its result when it finishes (both
+atomically), so an interrupted run resumes at the cycle where it stopped, with the same
+final numbers; a results folder made with another configuration is never mixed into or
 overwritten without ``force=True``.
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -26,6 +29,23 @@ from ._data import load_dataset
 __all__ = ["MODELS", "SimulationConfig", "simulate", "strategies_for_mode"]
 
 MODELS = ("logreg", "linear", "lora")
+
+#: Version of the cycle engine, part of every digest: results of another engine have other
+#: random draws and are never mixed with this one's. 2: each cycle's draws are seeded from
+#: (seed, cycle), so a run resumed at any cycle equals an uninterrupted one.
+ENGINE = 2
+
+#: Per-cycle times of a cell (``timing`` in ``results.json``), in seconds.
+TIMES = ("fit_s", "inference_s", "selection_s", "score_s")
+
+#: The model's methods whose time during a query counts as pool inference.
+INFERENCE_METHODS = (
+    "predict_proba",
+    "predict_log_proba",
+    "decision_function",
+    "predict",
+    "transform",
+)
 
 
 def strategies_for_mode(mode):
@@ -86,8 +106,14 @@ class SimulationConfig:
         (BiLAF: a third of each batch as cores).
     bilaf_cores : float or int
         Shortcut for ``strategy_params={"bilaf": {"n_cores": ...}}``.
-    test_size : float
-        Test fraction, for datasets without a test split of their own.
+    test_size : float, int or None
+        Without a test split of its own, the dataset is split into train and test, the test
+        part being this fraction or number of its samples (None: 0.25). A ``.npz`` with
+        ``X_test`` and ``y_test`` is tested on that split: all of it when None, else a
+        seeded, stratified subsample of this fraction or number of it.
+    pool_size : int or None
+        The unlabelled pool: a seeded, stratified subsample of this many training samples
+        (None: all of them). Never holds a test sample.
 
     See Also
     --------
@@ -118,8 +144,9 @@ class SimulationConfig:
     cycles: int = 8
     budgets: list = field(default_factory=lambda: [20, 40, 80])
     bilaf_cores: object = None
-    test_size: float = 0.25
+    test_size: object = None
     strategy_params: dict = field(default_factory=dict)
+    pool_size: object = None
 
     def validate(self):
         """Check the configuration; raise ``ValueError`` naming what is wrong.
@@ -165,6 +192,20 @@ class SimulationConfig:
             _check_unique(name, getattr(self, name))
         if self.mode == "one-shot" and (not self.budgets or min(self.budgets) < 1):
             raise ValueError(f"budgets must be >= 1; got {self.budgets}.")
+        bad = [s for s in self.seeds if s < 0]
+        if bad:
+            raise ValueError(f"seeds must be >= 0 (they seed NumPy generators); got {bad}.")
+        if self.pool_size is not None and not (_is_int(self.pool_size) and self.pool_size >= 1):
+            raise ValueError(f"pool_size must be an int >= 1 or None; got {self.pool_size!r}.")
+        size = self.test_size
+        if size is not None and not (
+            (_is_int(size) and size >= 1)
+            or (isinstance(size, Real) and not _is_int(size) and 0 < size < 1)
+        ):
+            raise ValueError(
+                "test_size must be a fraction in (0, 1), a number of samples >= 1 or None; "
+                f"got {size!r}."
+            )
         return self
 
     def digest(self):
@@ -175,9 +216,7 @@ class SimulationConfig:
         digest : str
             16 hexadecimal characters.
         """
-        fields = dataclasses.asdict(self)
-        if not fields["strategy_params"]:  # runs from before the option keep their digest
-            del fields["strategy_params"]
+        fields = {**dataclasses.asdict(self), "engine": ENGINE}
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -216,6 +255,78 @@ def check_targets(targets):
 
 
 # -- pieces -------------------------------------------------------------------------------
+def _is_int(value):
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _cycle_seed(seed, cycle):
+    """Seed of every random draw of one cycle: a pure function of ``(seed, cycle)``.
+
+    A run resumed at cycle ``c`` therefore draws what an uninterrupted run draws there;
+    a generator carried across cycles would need its state saved with the checkpoint.
+    """
+    return int(np.random.SeedSequence([int(seed), int(cycle)]).generate_state(1)[0])
+
+
+class _InferenceClock:
+    """Seconds spent in a model's inference methods (outermost calls only)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._depth = 0
+
+    def wrap(self, method):
+        @functools.wraps(method)
+        def timed(*args, **kwargs):
+            if self._depth:  # e.g. a Pipeline's predict_proba calling its scaler's transform
+                return method(*args, **kwargs)
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self._depth -= 1
+
+        return timed
+
+
+@contextlib.contextmanager
+def _timed_inference(estimator):
+    """Time the model's :data:`INFERENCE_METHODS` while the block runs.
+
+    The methods are shadowed by timed ones on the instances (the estimator and, for a
+    Pipeline, its steps, which a strategy may call through ``pipe[:-1].transform``) and
+    restored afterwards. Types, ``hasattr`` answers and results are unchanged, so the
+    strategy behaves as without the clock. (Only pickling the model inside the block would
+    notice: the timed methods are local functions. No strategy does.)
+    """
+    from sklearn.pipeline import Pipeline
+
+    clock = _InferenceClock()
+    objects, patched = [estimator], []
+    while objects:
+        obj = objects.pop()
+        if not hasattr(obj, "__dict__"):  # "passthrough", None, or a class with __slots__
+            continue
+        if isinstance(obj, Pipeline):
+            objects.extend(step for _, step in obj.steps)
+        for name in INFERENCE_METHODS:
+            if name in vars(obj):  # already an instance attribute: not ours to shadow
+                continue
+            try:
+                method = getattr(obj, name)
+            except AttributeError:  # absent, or unavailable (a Pipeline's available_if)
+                continue
+            setattr(obj, name, clock.wrap(method))
+            patched.append((obj, name))
+    try:
+        yield clock
+    finally:
+        for obj, name in patched:
+            delattr(obj, name)
+
+
 def _strategy(name, *, n_instances, config, seed=0):
     from ..selection import make_selector
 
@@ -225,7 +336,7 @@ def _strategy(name, *, n_instances, config, seed=0):
     return make_selector(name, params, n_instances=n_instances, random_state=seed)
 
 
-def _model(name, config, seed, classes):
+def _model(name, config, seed, classes, cache_dir=None, progress=False):
     if name == "logreg":
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -244,6 +355,10 @@ def _model(name, config, seed, classes):
         lr=config.lr,
         classes=classes,
         random_state=seed,
+        # the frozen parts' outputs on disk: a resumed run reads the values the killed
+        # one computed (bit for bit, whatever batches they came in) instead of redoing them
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        progress=progress,  # bars over the long passes (the pool's embeddings)
     )
 
 
@@ -278,51 +393,123 @@ def _take(X, idx):
     return [X[i] for i in idx] if isinstance(X, list) else X[idx]
 
 
-def _run_iterative(data, F_train, F_test, model_name, strategy, seed, config):
+def _new_state(model, strategy, seed):
+    """An empty cell: what a checkpoint and a finished cell hold."""
+    return {
+        "model": model,
+        "strategy": strategy,
+        "seed": seed,
+        "n_labels": [],
+        "accuracy": [],
+        "timing": {name: [] for name in TIMES},
+        "time_s": 0.0,
+    }
+
+
+def _record(state, n_labels, accuracy, **times):
+    state["n_labels"].append(int(n_labels))
+    state["accuracy"].append(float(accuracy))
+    for name in TIMES:
+        state["timing"][name].append(round(times.get(name, 0.0), 6))
+
+
+def _run_iterative(data, F_train, F_test, state, config, on_cycle, model_kwargs):
+    """Cycles ``len(state["accuracy"])`` to ``config.cycles`` of one cell.
+
+    Cycle 0 fits on the random initial labels; cycle ``c >= 1`` queries ``step`` samples
+    with the model of cycle ``c - 1``, refits on every label so far and scores. All the
+    draws of cycle ``c`` are seeded from ``(seed, c)`` and every fit restarts from the
+    model's seeded initial state, so a cell resumed from ``state`` (the labelled indices
+    in query order) continues exactly as it would have without the interruption.
+    """
     from ..learner import ActiveLearner
 
+    model_name, seed = state["model"], state["seed"]
     images = model_name != "logreg"
     X_train = data.X_train if images else F_train
     X_test = data.X_test if images else F_test
     y = data.y_train
     n = len(y)
-    rng = np.random.default_rng(seed)
-    initial = rng.choice(n, size=config.initial, replace=False)
-    pool = np.setdiff1d(np.arange(n), initial)
+    start = len(state["accuracy"])
+    if start > config.cycles:  # killed after its last checkpoint, before the cell was written
+        return state
+    if start == 0:
+        labeled = np.random.default_rng(seed).choice(n, config.initial, replace=False)
+    else:
+        labeled = np.asarray(state["labeled"], dtype=np.intp)
+    pool = np.setdiff1d(np.arange(n), labeled)  # sorted, as np.delete keeps it
+    tic = time.perf_counter()
     learner = ActiveLearner(
-        _model(model_name, config, seed, data.classes),
-        # unseeded: the learner (random_state=seed) seeds each query afresh; a selector
-        # seeded with the int would draw the same positions in every cycle
-        _strategy(strategy, n_instances=config.step, config=config, seed=None),
-        _take(X_train, initial),
-        y[initial],
+        _model(model_name, config, seed, data.classes, **model_kwargs),
+        # unseeded: each query gets the seed of its cycle (a selector seeded with one
+        # int would draw the same positions in every cycle)
+        _strategy(state["strategy"], n_instances=config.step, config=config, seed=None),
+        _take(X_train, labeled),
+        y[labeled],
         random_state=seed,
     )
-    n_labels, acc = [config.initial], [float(learner.score(X_test, data.y_test))]
-    for _ in range(config.cycles):
-        idx, _ = learner.query(_take(X_train, pool), n_instances=config.step)
+    if start == 0:
+        fit_s = time.perf_counter() - tic
+        tic = time.perf_counter()
+        accuracy = learner.score(X_test, data.y_test)
+        _record(state, len(labeled), accuracy, fit_s=fit_s, score_s=time.perf_counter() - tic)
+        state["labeled"] = labeled.tolist()
+        on_cycle(state)
+    for cycle in range(max(start, 1), config.cycles + 1):
+        tic = time.perf_counter()
+        with _timed_inference(learner.estimator) as clock:
+            idx, _ = learner.query(
+                _take(X_train, pool),
+                n_instances=config.step,
+                random_state=_cycle_seed(seed, cycle),
+            )
+        query_s = time.perf_counter() - tic
+        tic = time.perf_counter()
         learner.teach(_take(X_train, pool[idx]), y[pool[idx]])
+        fit_s = time.perf_counter() - tic
+        labeled = np.concatenate([labeled, pool[idx]])
         pool = np.delete(pool, idx)
-        n_labels.append(learner.n_labeled)
-        acc.append(float(learner.score(X_test, data.y_test)))
-    return n_labels, acc
+        tic = time.perf_counter()
+        accuracy = learner.score(X_test, data.y_test)
+        _record(
+            state,
+            learner.n_labeled,
+            accuracy,
+            fit_s=fit_s,
+            inference_s=clock.seconds,
+            selection_s=max(query_s - clock.seconds, 0.0),
+            score_s=time.perf_counter() - tic,
+        )
+        state["labeled"] = labeled.tolist()
+        on_cycle(state)
+    return state
 
 
-def _run_one_shot(data, F_train, F_test, model_name, strategy, seed, config):
+def _run_one_shot(data, F_train, F_test, state, config, on_cycle, model_kwargs):
+    """Budgets ``len(state["accuracy"])`` onwards of one cell; each depends on its
+    budget and the seed only. The features are computed once per seed before the cells,
+    so ``inference_s`` stays 0."""
+    model_name, strategy, seed = state["model"], state["strategy"], state["seed"]
     images = model_name != "logreg"
-    n_labels, acc = [], []
-    for budget in config.budgets:
+    for budget in config.budgets[len(state["accuracy"]) :]:
+        tic = time.perf_counter()
         selector = _strategy(strategy, n_instances=budget, config=config, seed=seed)
         idx = selector.select(F_train, budget)
-        model = _model(model_name, config, seed, data.classes)
+        selection_s = time.perf_counter() - tic
+        model = _model(model_name, config, seed, data.classes, **model_kwargs)
+        fit_s = score_s = 0.0
         if len(np.unique(data.y_train[idx])) < 2:  # one class only: predict it
             accuracy = float(np.mean(data.y_test == data.y_train[idx][0]))
         else:
+            tic = time.perf_counter()
             model.fit(_take(data.X_train if images else F_train, idx), data.y_train[idx])
+            fit_s = time.perf_counter() - tic
+            tic = time.perf_counter()
             accuracy = float(model.score(data.X_test if images else F_test, data.y_test))
-        n_labels.append(int(budget))
-        acc.append(accuracy)
-    return n_labels, acc
+            score_s = time.perf_counter() - tic
+        _record(state, budget, accuracy, fit_s=fit_s, selection_s=selection_s, score_s=score_s)
+        on_cycle(state)
+    return state
 
 
 # -- outputs ---------------------------------------------------------------------------------
@@ -372,6 +559,29 @@ def _table(summary, config, targets):
     return "\n".join(lines) + "\n"
 
 
+def _timing_table(cells, config):
+    """Mean seconds per query cycle (per budget in one-shot mode) of each (model, strategy)."""
+    unit = "cycle" if config.mode == "iterative" else "budget"
+    first = 1 if config.mode == "iterative" else 0  # cycle 0 fits the initial labels only
+    groups = {}
+    for cell in cells:
+        groups.setdefault((cell["model"], cell["strategy"]), []).append(cell)
+    lines = [
+        f"Mean seconds per {unit}"
+        + (f" (cycles 1 to {config.cycles}; cycle 0 is the initial fit)" if first else "")
+        + ": fit, pool inference (the model's predict_proba / transform during the query), "
+        "selection (the rest of the query), test (accuracy on the test samples).",
+        "",
+        "| model | strategy | fit s | pool inference s | selection s | test s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (model, strategy), group in sorted(groups.items()):
+        means = [np.mean([t for c in group for t in c["timing"][name][first:]]) for name in TIMES]
+        shown = [f"{m:.1f}" if m >= 10 else f"{m:.3f}" for m in means]
+        lines.append(f"| {model} | {strategy} | " + " | ".join(shown) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _plot(summary, config, path):
     try:
         import matplotlib
@@ -405,8 +615,11 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     ----------
     config : SimulationConfig
     out : str or path-like
-        Results folder: ``cells/`` (one JSON per finished cell), ``results.json``,
-        ``results.csv``, ``table.md`` and ``curves.png`` (with matplotlib installed).
+        Results folder: ``cells/`` (one JSON per finished cell, one checkpoint per
+        unfinished cell, rewritten after every cycle), ``results.json``, ``results.csv``,
+        ``table.md`` and ``curves.png`` (with matplotlib installed). Running again in the
+        same folder keeps the finished cells and continues each unfinished one after its
+        last finished cycle, with the numbers an uninterrupted run gives.
     force : bool, default=False
         Start over in a folder that holds results of another configuration.
     targets : list of float or None
@@ -421,7 +634,10 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     results : dict
         What ``results.json`` holds (``config``, ``targets``, ``cells``: one dict per
         (model, strategy, seed) with ``n_labels`` and ``accuracy`` per cycle or budget,
-        ``wall_time_s``), plus ``table`` (the markdown table) and ``plot`` (the path of
+        ``timing`` (lists of ``fit_s``, ``inference_s``, ``selection_s`` and ``score_s``
+        aligned with them), ``labeled`` (iterative mode: the pool positions labelled, in
+        pick order) and ``time_s``; ``wall_time_s``), plus ``table`` (the markdown
+        tables: accuracy, then mean time per cycle) and ``plot`` (the path of
         ``curves.png``, None without matplotlib).
 
     Examples
@@ -438,25 +654,41 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
     targets = check_targets(targets)
     # the data is checked before anything is written to ``out``: a run that fails here
     # leaves no config.json behind to refuse the corrected rerun
-    first = load_dataset(config.dataset, seed=config.seeds[0], test_size=config.test_size)
+    first = _load(config, config.seeds[0])
     _check_sizes(first, config)
     out = Path(out)
     cells_dir = out / "cells"
     stamp = out / "config.json"
     digest = config.digest()
     if stamp.exists():
-        previous = json.loads(stamp.read_text()).get("digest")
+        stamped = json.loads(stamp.read_text())
+        previous = stamped.get("digest")
         if previous != digest:
             if not force:
-                raise FileExistsError(
-                    f"{out} holds results of another configuration (digest {previous}, this "
-                    f"run {digest}); choose another --out or pass --force to replace them."
+                older = (
+                    f"an earlier version of the simulation engine ({stamped.get('engine', 1)}, "
+                    f"this one {ENGINE}: other random draws)"
+                    if stamped.get("engine", 1) != ENGINE
+                    else "another configuration"
                 )
-            for f in cells_dir.glob("*.json"):
+                raise FileExistsError(
+                    f"{out} holds results of {older} (digest {previous}, this run {digest}); "
+                    "choose another --out or pass --force to replace them."
+                )
+            for f in cells_dir.glob("*.json"):  # finished cells and checkpoints
                 f.unlink()
     cells_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(
-        stamp, json.dumps({"digest": digest, "config": dataclasses.asdict(config)}, indent=2)
+        stamp,
+        json.dumps(
+            {"digest": digest, "engine": ENGINE, "config": dataclasses.asdict(config)}, indent=2
+        ),
+    )
+    log(
+        f"data: {config.dataset}, a pool of {len(first.y_train)} training samples, "
+        f"{len(first.y_test)} test samples ("
+        + ("its own test split" if first.own_test_split else "split from its samples")
+        + f"; seed {config.seeds[0]})"
     )
 
     t0 = time.perf_counter()
@@ -467,44 +699,49 @@ def simulate(config, out, *, force=False, targets=None, progress=True, log=print
         for seed in config.seeds
     ]
     todo = [g for g in grid if not (cells_dir / _cell_name(config, *g)).exists()]
-    if len(todo) < len(grid):
-        log(f"resuming: {len(grid) - len(todo)} of {len(grid)} cells already done in {out}")
+    for g in grid:  # a kill between a cell's two last writes leaves a stale checkpoint
+        if g not in todo:
+            _checkpoint_path(cells_dir, config, *g).unlink(missing_ok=True)
+    states = {g: _load_checkpoint(_checkpoint_path(cells_dir, config, *g), g, log) for g in todo}
+    partial = [st for st in states.values() if st is not None]
+    if len(todo) < len(grid) or partial:
+        log(
+            f"resuming: {len(grid) - len(todo)} of {len(grid)} cells already done in {out}"
+            + (f"; {len(partial)} continue from their last finished cycle" if partial else "")
+        )
     data_by_seed, ready = {config.seeds[0]: (first, None, None)}, set()
     bar = None
     if progress and todo:
         try:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(todo), desc="cells", unit="cell")
+            per_cell = config.cycles + 1 if config.mode == "iterative" else len(config.budgets)
+            unit = "cycle" if config.mode == "iterative" else "budget"
+            bar = tqdm(total=len(todo) * per_cell, desc="simulate", unit=unit)
+            bar.update(sum(len(st["accuracy"]) for st in partial))
         except ImportError:
             bar = None
+    model_kwargs = {"cache_dir": out / "cache", "progress": bar is not None}
     for model, strategy, seed in todo:
         if seed not in data_by_seed or seed not in ready:
             data = data_by_seed[seed][0] if seed in data_by_seed else None
             if data is None:
-                data = load_dataset(config.dataset, seed=seed, test_size=config.test_size)
+                data = _load(config, seed)
                 _check_sizes(data, config)
             needs_features = config.mode == "one-shot" or "logreg" in config.models
             F = _features(data, config, out / "cache") if needs_features else (None, None)
             data_by_seed = {seed: (data, *F)}  # one split in memory at a time
             ready = {seed}
         data, F_train, F_test = data_by_seed[seed]
-        tc = time.perf_counter()
+        state = states[(model, strategy, seed)] or _new_state(model, strategy, seed)
+        checkpoint = _checkpoint_path(cells_dir, config, model, strategy, seed)
         run = _run_iterative if config.mode == "iterative" else _run_one_shot
-        n_labels, acc = run(data, F_train, F_test, model, strategy, seed, config)
-        cell = {
-            "model": model,
-            "strategy": strategy,
-            "seed": seed,
-            "n_labels": [int(n) for n in n_labels],
-            "accuracy": acc,
-            "time_s": round(time.perf_counter() - tc, 3),
-        }
+        on_cycle = _on_cycle(checkpoint, state, bar, log)
+        cell = run(data, F_train, F_test, state, config, on_cycle, model_kwargs)
         write_atomic(cells_dir / _cell_name(config, model, strategy, seed), json.dumps(cell))
-        if bar is not None:
-            bar.update(1)
-        else:
-            log(f"done {model}/{strategy}/seed {seed}: final accuracy {acc[-1]:.3f}")
+        checkpoint.unlink(missing_ok=True)
+        if bar is None:
+            log(f"done {model}/{strategy}/seed {seed}: final accuracy {cell['accuracy'][-1]:.3f}")
     if bar is not None:
         bar.close()
     cells = [json.loads((cells_dir / _cell_name(config, *g)).read_text()) for g in grid]
@@ -515,14 +752,70 @@ def _cell_name(config, model, strategy, seed):
     return f"{config.mode}-{model}-{strategy}-seed{seed}.json"
 
 
+def _load(config, seed):
+    return load_dataset(
+        config.dataset, seed=seed, test_size=config.test_size, pool_size=config.pool_size
+    )
+
+
+# -- checkpoints: one per unfinished cell, rewritten after every cycle -------------------------
+def _checkpoint_path(cells_dir, config, model, strategy, seed):
+    name = _cell_name(config, model, strategy, seed)
+    return cells_dir / name.replace(".json", ".checkpoint.json")
+
+
+def _save_checkpoint(path, state):
+    write_atomic(path, json.dumps(state))
+
+
+def _load_checkpoint(path, cell, log):
+    """The state saved after a cell's last finished cycle, or None (start the cell)."""
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        ok = (state["model"], state["strategy"], state["seed"]) == tuple(cell) and all(
+            len(state["timing"][name]) == len(state["accuracy"]) == len(state["n_labels"])
+            for name in TIMES
+        )
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:  # never written by this engine (writes are atomic): not trusted, redone
+        log(f"ignoring {path}, which is not a checkpoint of cell {cell}; the cell starts over")
+        return None
+    return state
+
+
+def _on_cycle(path, state, bar, log):
+    """What happens after each finished cycle: the checkpoint, then the progress."""
+    started, before = time.perf_counter(), state["time_s"]
+
+    def on_cycle(state):
+        state["time_s"] = round(before + time.perf_counter() - started, 3)
+        _save_checkpoint(path, state)
+        if bar is not None:
+            bar.update(1)
+            return
+        times = {name: state["timing"][name][-1] for name in TIMES}
+        log(
+            f"{state['model']}/{state['strategy']}/seed {state['seed']}: "
+            f"{state['n_labels'][-1]} labels, accuracy {state['accuracy'][-1]:.3f} "
+            f"(fit {times['fit_s']:.2f} s, pool inference {times['inference_s']:.2f} s, "
+            f"selection {times['selection_s']:.2f} s, test {times['score_s']:.2f} s)"
+        )
+
+    return on_cycle
+
+
 def _check_sizes(data, config):
     n = len(data.y_train)
     if config.mode == "iterative":
         need = config.initial + config.step * config.cycles
         if need > n:
+            pool = "" if config.pool_size is None else f" (pool_size={config.pool_size})"
             raise ValueError(
                 f"initial {config.initial} + cycles {config.cycles} x step {config.step} = "
-                f"{need} labels exceed the {n} training images of {config.dataset}."
+                f"{need} labels exceed the {n} training images of {config.dataset}{pool}."
             )
     elif max(config.budgets) > n:
         raise ValueError(
@@ -536,7 +829,7 @@ def _write_outputs(config, cells, out, targets, elapsed):
         finals = {k: s["mean"][-1] for k, s in summary.items()}
         randoms = [v for (m, st), v in finals.items() if st == "random"]
         targets = [max(randoms)] if randoms else [max(finals.values())]
-    table = _table(summary, config, targets)
+    table = _table(summary, config, targets) + "\n" + _timing_table(cells, config)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["mode", "model", "strategy", "seed", "n_labels", "accuracy"])

@@ -35,10 +35,11 @@ from ._engines import (
 )
 from ._pipeline import Preprocessor, iter_batches
 from ._store import get_store, row_keys, subset
-from ._torch_utils import autocast
 
 __all__ = [
     "FrozenPart",
+    "choose_training",
+    "suffix_choice",
     "Split",
     "merged_copy",
     "run_images",
@@ -164,29 +165,121 @@ def _batches_of(values, batch_size):
         yield torch.from_numpy(np.ascontiguousarray(values[start : start + batch_size]))
 
 
-def run_module(module, values, *, device, precision, batch_size=256, progress=False, desc=None):
-    """``module`` over the rows of ``values`` (stored activations) in batches, float32 out."""
-    module = module.to(device).eval()
-    out = []
+def suffix_choice(make_suffix, ident, token_shape, *, device, engine, precision, named):
+    """The engine x precision that runs the adapted suffix fastest on stored activations.
+
+    Timed once per machine on the pristine suffix (``make_suffix()``; the adapters do not
+    change its speed), like the frozen parts. ONNX Runtime then runs an export of each
+    fit's merged suffix, made in memory (under a second for Lite0's last stage).
+    """
+    on_cpu = torch.device(device).type == "cpu"
+    onnx_ok = on_cpu and named and onnx_available()
+    pairs = _autotune.candidates(device, engine=engine, precision=precision, onnx_ok=onnx_ok)
+    if not pairs:
+        pairs = [("torch", "fp32" if precision == "auto" else precision)]
+    suffix = []
+
+    def make(name, prec):
+        if not suffix:
+            suffix.append(make_suffix())
+        if name == "onnxruntime":
+            return OnnxEngine(suffix[0], token_shape, None)
+        return TorchEngine(suffix[0], device, prec)
+
+    return _autotune.choose(
+        ("suffix", ident), make, token_shape, device=device, batch_size=SUFFIX_BATCH, pairs=pairs
+    )
+
+
+#: rows of stored activations per batch of the adapted suffix
+SUFFIX_BATCH = 256
+
+
+def run_module(module, values, *, device, choice, progress=False):
+    """``module`` (the merged suffix) over stored activations ``values``, float32 out.
+
+    On the engine of ``choice``: ONNX Runtime runs an in-memory export of these weights
+    when at least ``AUTO_ONNX_MIN_IMAGES`` rows are asked for, torch otherwise (and if
+    the export disagrees with torch on its first batch).
+    """
+    token_shape = tuple(values.shape[1:])
+    engine = None
+    if choice.engine == "onnxruntime" and len(values) >= AUTO_ONNX_MIN_IMAGES:
+        try:
+            engine = OnnxEngine(module, token_shape, None)
+        except Exception:  # an export that fails: torch
+            engine = None
+    if engine is None:
+        engine = TorchEngine(module, device, choice.best_for("torch"))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(values), desc=desc or "adapted blocks", unit="img")
+        bar = tqdm(total=len(values), desc="adapted blocks", unit="img")
+    out = []
     try:
-        with torch.inference_mode():
-            for xb in _batches_of(values, batch_size):
-                xb = xb.to(device)
-                with autocast(xb, precision):
-                    out.append(module(xb).float().cpu())
-                if bar is not None:
-                    bar.update(len(xb))
+        for xb in _batches_of(values, SUFFIX_BATCH):
+            try:
+                out.append(engine(xb))
+            except ExportMismatch:
+                engine = TorchEngine(module, device, choice.best_for("torch"))
+                out.append(engine(xb))
+            if bar is not None:
+                bar.update(len(xb))
     finally:
         if bar is not None:
             bar.close()
     if not out:
-        return np.empty((0,), dtype=np.float32)
-    return torch.cat(out).numpy()
+        return np.empty((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+def choose_training(module, ident, input_shape, *, device, precision, batch_size):
+    """The precision and memory layout in which ``module`` trains fastest here.
+
+    bfloat16 training can be much slower than float32 even where bfloat16 is native (the
+    backward pass of depthwise convolutions, measured on an AVX512-BF16 CPU), and CNNs may
+    train faster in channels-last memory: a few optimiser steps on a copy of ``module``
+    (float32 and, where native, bfloat16; both layouts for a CNN), once per machine.
+
+    Returns
+    -------
+    layout : {"contiguous", "channels_last"}
+    precision : {"fp32", "bf16"}
+    """
+    precisions = [precision]
+    if precision == "auto":
+        precisions = [p for e, p in _autotune.candidates(device) if e == "torch" and p != "fp16"]
+    convolutional = len(input_shape) == 3 and any(
+        isinstance(m, nn.Conv2d) for m in module.modules()
+    )
+    layouts = ["contiguous", "channels_last"] if convolutional else ["contiguous"]
+    pairs = [(layout, p) for layout in layouts for p in precisions]
+
+    def make(layout, prec):
+        trial = copy.deepcopy(module).to(device)
+        trial.precision = prec
+        if layout == "channels_last":
+            trial = trial.to(memory_format=torch.channels_last)
+        trial.train()
+        params = [p for p in trial.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=1e-6)
+
+        def step(batch):
+            batch = batch.to(device)
+            if layout == "channels_last":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad()
+            out = trial(batch)
+            out.float().logsumexp(dim=1).mean().backward()
+            opt.step()
+
+        return step
+
+    choice = _autotune.choose(
+        ("train", ident), make, input_shape, device=device, batch_size=batch_size, pairs=pairs
+    )
+    return choice.engine, choice.precision
 
 
 def _run_engine(engine, source, data_config, batch_size, progress):

@@ -2,6 +2,7 @@
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import torch
 from skorch import NeuralNetClassifier
 from skorch.hf import AccelerateMixin
 from torch import nn
@@ -36,6 +37,8 @@ class PEALModule(nn.Module):
         self.split = split
         self.frozen_norm = frozen_norm
         self.token_input = False
+        #: run in channels-last memory (set with the module's own memory format)
+        self.channels_last = False
 
     def train(self, mode=True):
         super().train(mode)
@@ -63,6 +66,8 @@ class PEALModule(nn.Module):
             return self.backbone(x).float()
 
     def forward(self, x):
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.embed_tokens(x) if self.token_input else self.embed(x))
 
 

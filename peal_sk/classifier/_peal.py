@@ -573,6 +573,8 @@ class PEALClassifier(
         self.engine_ = self.engine_precision_ = None
         if frozen is not None:
             self.engine_, self.engine_precision_ = frozen.choice.engine, frozen.choice.precision
+        if self.finetune != "linear":
+            self._choose_training(module, source, frozen, split)
         if self.finetune == "linear":
             if frozen is None:
                 feats = self._embed(self._frozen_embed, source, self.data_config_)

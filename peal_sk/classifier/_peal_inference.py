@@ -15,10 +15,12 @@ from ._fast import (
     PrefixModule,
     SuffixModule,
     checkpoint_ident,
+    choose_training,
     fixed_weights,
     merged_copy,
     run_images,
     run_module,
+    suffix_choice,
 )
 from ._store import RowStore, row_keys, subset
 from ._torch_utils import check_accelerator, resolve_precision
@@ -34,6 +36,35 @@ _fitted_state = weakref.WeakKeyDictionary()
 
 class _FastInferenceMixin:
     """Embeddings and probabilities of PEALClassifier, through the fast path where it applies."""
+
+    def _choose_training(self, module, source, frozen, split):
+        """Train in the precision and memory layout measured fastest (``precision="auto"``).
+
+        Sets ``precision_`` (and the module's); skipped under an accelerator (its own
+        mixed precision) and for feature vectors.
+        """
+        if self._accelerator() is not None or frozen is None:
+            return
+        if split is not None:
+            input_shape = frozen.item_shape
+        else:
+            input_shape = tuple(int(s) for s in self.data_config_["input_size"])
+        module.token_input = split is not None
+        try:
+            layout, precision = choose_training(
+                module,
+                (self._ident(), repr(split), self.finetune, len(self.classes_)),
+                input_shape,
+                device=self._device(),
+                precision=self.precision,
+                batch_size=self.batch_size,
+            )
+        finally:
+            module.token_input = False
+        self.precision_ = module.precision = precision
+        if layout == "channels_last":
+            module.to(memory_format=torch.channels_last)
+            module.channels_last = True
 
     def _fast(self, source):
         """Whether ``source`` goes through the fast path (images, one process).
@@ -148,25 +179,38 @@ class _FastInferenceMixin:
             else:
                 state["merged"] = merged_copy(SuffixModule(module.backbone, split))
         merged = state["merged"]
-        if split is not None:
-            tokens = self._frozen_part(source, split)(source, keys)
-            return run_module(
+        if split is None:
+            choice = self._frozen_part(source).choice  # the pristine network's engine
+            return run_images(
                 merged,
-                tokens,
+                source,
+                self.data_config_,
                 device=self._device(),
-                precision=self.precision_,
+                choice=choice,
+                precision=self.precision_ if self.precision != "auto" else None,
                 progress=self.progress,
             )
-        choice = self._frozen_part(source).choice  # the pristine network's engine
-        return run_images(
-            merged,
-            source,
-            self.data_config_,
-            device=self._device(),
-            choice=choice,
-            precision=self.precision_ if self.precision != "auto" else None,
+        prefix = self._frozen_part(source, split)
+        tokens = prefix(source, keys)
+        if "suffix_choice" not in state:
+
+            def pristine_suffix():
+                backbone, _ = self._backbone_and_config()
+                return SuffixModule(backbone, split).eval()
+
+            state["suffix_choice"] = suffix_choice(
+                pristine_suffix,
+                (self._ident(), repr(split)),
+                prefix.item_shape,
+                device=self._device(),
+                engine=self.engine,
+                precision=self.precision,
+                named=isinstance(self.backbone, str),
+            )
+        return run_module(
+            merged, tokens, device=self._device(), choice=state["suffix_choice"],
             progress=self.progress,
-        )
+        )  # fmt: skip
 
     def _head_proba(self, emb):
         """Softmax of the linear head on embeddings ``emb``, float64."""

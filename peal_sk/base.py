@@ -27,6 +27,7 @@ from sklearn.utils import Tags
 from .utils._validation import (
     check_features,
     check_n_instances,
+    check_no_inf,
     check_proba,
     check_rng,
     n_samples,
@@ -185,6 +186,7 @@ class QueryContext:
         self.X_pool = X_pool
         self.classifier = classifier
         self.n_pool = n_samples(X_pool)
+        check_no_inf(X_pool, name="X_pool")
         if (X_labeled is None) != (y_labeled is None) and X_labeled is not None:
             # y without X is allowed for label-only strategies; X without y is not
             raise ValueError("X_labeled was given without y_labeled; pass both.")
@@ -197,6 +199,8 @@ class QueryContext:
                 raise ValueError(
                     f"X_labeled has {n_x} samples but y_labeled has {n_y}; they must match."
                 )
+        if X_labeled is not None:
+            check_no_inf(X_labeled, name="X_labeled")
         self.X_labeled = X_labeled
         self.y_labeled = None if y_labeled is None else np.asarray(y_labeled)
         self._cache = {}

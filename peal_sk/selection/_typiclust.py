@@ -15,15 +15,11 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
 from ..base import BaseSelector
-from ..utils._blocks import block_rows
+from ..utils._blocks import FAISS_SEARCH_ROWS, block_rows, sq_distances
+from ..utils._faiss import as_faiss_float32, faiss_kmeans
 from ..utils._parallel import N_JOBS_CONSTRAINT, effective_n_jobs, piece_bounds, run_pieces
 from ..utils._validation import check_features
-from ._lowbudget_common import (
-    duplicate_groups,
-    faiss_kmeans,
-    n_distinct_at_least,
-    stack_features,
-)
+from ._lowbudget_common import duplicate_groups, n_distinct_at_least, stack_features
 from ._registry import register_selector
 
 __all__ = ["TypiClustSelector", "typicality_scores", "typiclust_sampling"]
@@ -67,11 +63,7 @@ def _knn_mean_rows(X, sq, groups, dup, k, squared, step, rows):
     has_dup = bool(dup.any())
     for s in range(0, len(rows), step):
         r = rows[s : s + step]
-        D = X[r] @ X.T
-        D *= -2
-        D += sq[r][:, None]
-        D += sq[None, :]
-        np.maximum(D, 0, out=D)
+        D = sq_distances(X[r], X, sq[r], sq)
         if has_dup:
             dup_rows = np.flatnonzero(dup[r])
             sub = D[dup_rows]
@@ -103,7 +95,7 @@ def _knn_mean_approx(X, k, groups, squared, draws):
     """
     import faiss
 
-    X32 = np.ascontiguousarray(X, dtype=np.float32)
+    X32, scale = as_faiss_float32(X)
     n, d = X32.shape
     nlist = max(1, int(np.sqrt(n)))
     quantizer = faiss.IndexFlatL2(d)
@@ -115,11 +107,11 @@ def _knn_mean_approx(X, k, groups, squared, draws):
     index.add(X32)
     index.nprobe = min(nlist, 8)
     out = np.empty(n)
-    step = 16_384
+    step = FAISS_SEARCH_ROWS
     for s in range(0, n, step):
         D, I = index.search(X32[s : s + step], k + 1)
         rows = np.arange(s, min(s + step, n))
-        D = np.maximum(D.astype(np.float64), 0)
+        D = np.maximum(D.astype(np.float64), 0) / scale**2
         valid = I >= 0
         Ic = np.where(valid, I, 0)
         D[valid & (groups[Ic] == groups[rows][:, None])] = 0.0
@@ -361,9 +353,10 @@ class TypiClustSelector(BaseSelector):
         F = stack_features(F_pool, F_lab, normalize=self.normalize)
         k = n_distinct_at_least(F, min(n_lab + n_instances, self.max_clusters))
         seed = int(rng.integers(np.iinfo(np.int32).max))
-        centres, labels = faiss_kmeans(
+        km = faiss_kmeans(
             F, k, seed, n_iter=self.kmeans_iter, max_points_per_centroid=KMEANS_POINTS
         )
+        centres, labels = km.centres, km.labels
         self.n_clusters_ = int(k)
         self.cluster_centers_ = centres
         self.labels_, self.labeled_labels_ = labels[:n_pool], labels[n_pool:]

@@ -34,6 +34,7 @@ from .utils._validation import (
 )
 
 __all__ = ["BaseSelector", "QueryContext", "SelectorTags", "get_embeddings", "get_selector_tags"]
+# (function_form_constraints is shared by the selection modules, not public)
 
 
 @dataclass(slots=True)
@@ -127,6 +128,18 @@ def _selector_context(method):
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+def function_form_constraints(selector_cls, **overrides):
+    """``@validate_params`` constraints of a modAL function form: the class's
+    ``_parameter_constraints`` (one definition for both forms), ``overrides`` (e.g. a
+    default of None that the function turns into an object), and no constraint on the
+    arguments the selector validates against the data (``classifier``, ``X_pool``,
+    ``n_instances``, ``X_labeled``, ``y_labeled``)."""
+    data = dict.fromkeys(
+        ("classifier", "X_pool", "n_instances", "X_labeled", "y_labeled"), "no_validation"
+    )
+    return {**data, **selector_cls._parameter_constraints, **overrides}
 
 
 def _unwrap(classifier):

@@ -285,7 +285,9 @@ def test_unknown_names_in_function_forms(data):
         featdist_sampling(data.learner, data.X_pool, 2, mode="far")
     with pytest.raises(InvalidParameterError, match="'uncertainty' parameter.*'bald'"):
         hybrid_sampling(data.learner, data.X_pool, 2, uncertainty="bald")
-    with pytest.raises(ValueError, match="mode must be 'class_mean' or 'nearest'.*'far'"):
+    with pytest.raises(
+        InvalidParameterError, match="'mode' parameter of feature_distance_scores.*'far'"
+    ):
         feature_distance_scores(data.X_pool, data.X_labeled, mode="far")
 
 

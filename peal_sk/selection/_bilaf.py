@@ -38,9 +38,9 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt
+from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._blocks import block_rows, sq_distances
 from ..utils._faiss import float32_scale
 from ..utils._parallel import N_JOBS_CONSTRAINT, effective_n_jobs, piece_bounds, run_pieces
@@ -911,6 +911,7 @@ class BiLAFSelector(BaseSelector):
         return idx, self.boundary_scores_[idx]
 
 
+@validate_params(function_form_constraints(BiLAFSelector), prefer_skip_nested_validation=False)
 def bilaf_sampling(
     classifier,
     X_pool,

@@ -9,7 +9,7 @@ from sklearn import get_config
 from sklearn.base import clone
 from sklearn.utils._param_validation import HasMethods, Interval, validate_params
 
-from ..base import BaseSelector, get_selector_tags
+from ..base import BaseSelector, function_form_constraints, get_selector_tags
 from ..utils._validation import accepts_keyword, check_query_indices, check_rng
 from ._registry import register_selector
 from ._uncertainty import EntropySelector
@@ -226,6 +226,10 @@ class ClassBalancedSelector(BaseSelector):
         return cand[picks], cand_scores[picks]
 
 
+@validate_params(
+    function_form_constraints(ClassBalancedSelector, base=[HasMethods(["select"]), callable, None]),
+    prefer_skip_nested_validation=False,
+)
 def class_balanced_sampling(
     classifier,
     X_pool,

@@ -5,9 +5,9 @@
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._faiss import faiss_kmeans
 from ..utils._linear_head import check_head_width, final_linear_layer, head_logits, row_chunks
 from ..utils._neighbors import nearest_untaken
@@ -58,6 +58,18 @@ def _dropout_mismatch(Z, coef, intercept, n_passes, p, rescale, rng):
     return clean, mismatch
 
 
+@validate_params(
+    {
+        "embeddings": ["array-like"],
+        "coef": ["array-like"],
+        "intercept": ["array-like"],
+        "n_passes": [Interval(Integral, 1, None, closed="left")],
+        "p": [Interval(Real, 0, 1, closed="left")],
+        "rescale": ["boolean"],
+        "random_state": ["random_state", np.random.Generator],
+    },
+    prefer_skip_nested_validation=True,
+)
 def dropquery_scores(
     embeddings, coef, intercept, *, n_passes=3, p=0.75, rescale=True, random_state=None
 ):
@@ -104,10 +116,6 @@ def dropquery_scores(
     coef = np.atleast_2d(np.asarray(coef, dtype=np.float64))
     intercept = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
     check_head_width(coef, Z, strategy="dropquery_scores")
-    if not (isinstance(n_passes, Integral) and n_passes >= 1):
-        raise ValueError(f"n_passes must be an int >= 1; got n_passes={n_passes!r}.")
-    if not (isinstance(p, Real) and 0 <= p < 1):
-        raise ValueError(f"p must be a float in [0, 1); got p={p!r}.")
     rng = check_rng(random_state)
     _, mismatch = _dropout_mismatch(Z, coef, intercept, int(n_passes), p, rescale, rng)
     return mismatch / n_passes
@@ -271,6 +279,7 @@ class DropQuerySelector(BaseSelector):
         return idx, scores[idx]
 
 
+@validate_params(function_form_constraints(DropQuerySelector), prefer_skip_nested_validation=False)
 def dropquery_sampling(
     classifier,
     X_pool,

@@ -7,9 +7,9 @@ from numbers import Integral
 import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.cluster import KMeans
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._blocks import block_rows
 from ..utils._faiss import as_faiss_float32, faiss_kmeans
 from ..utils._neighbors import nearest_distances, nearest_untaken
@@ -300,6 +300,7 @@ class KMeansSelector(BaseSelector):
         return picks, dists
 
 
+@validate_params(function_form_constraints(KMeansSelector), prefer_skip_nested_validation=False)
 def kmeans_sampling(
     classifier,
     X_pool,

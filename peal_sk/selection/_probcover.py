@@ -15,9 +15,9 @@ import math
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._blocks import FAISS_QUERY_BLOCK, block_rows, sq_distances
 from ..utils._faiss import faiss_kmeans, few_threads_when_small, float32_scale
 from ..utils._parallel import N_JOBS_CONSTRAINT, piece_bounds, run_pieces
@@ -549,6 +549,7 @@ def _greedy_cover(indptr, indices, covered, n_instances, rng):
     return np.asarray(picks, dtype=np.intp), np.asarray(scores), n_filled
 
 
+@validate_params(function_form_constraints(ProbCoverSelector), prefer_skip_nested_validation=False)
 def probcover_sampling(
     classifier,
     X_pool,

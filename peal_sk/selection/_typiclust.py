@@ -12,9 +12,9 @@ Decisions the specification leaves open are documented on :class:`TypiClustSelec
 from numbers import Integral
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._blocks import FAISS_SEARCH_ROWS, block_rows, sq_distances
 from ..utils._faiss import as_faiss_float32, faiss_kmeans
 from ..utils._parallel import N_JOBS_CONSTRAINT, effective_n_jobs, piece_bounds, run_pieces
@@ -155,6 +155,15 @@ def _most_typical(squared, knn_exact_max, X, k, groups, draws=None):
     return int(cand[best]), float(typ[best])
 
 
+@validate_params(
+    {
+        "X": ["array-like"],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "squared": ["boolean"],
+        "n_jobs": N_JOBS_CONSTRAINT,
+    },
+    prefer_skip_nested_validation=True,
+)
 def typicality_scores(X, *, n_neighbors=20, squared=False, n_jobs=None):
     """Typicality of every row of ``X`` among the rows of ``X``.
 
@@ -187,26 +196,12 @@ def typicality_scores(X, *, n_neighbors=20, squared=False, n_jobs=None):
     [10.0, 10.0, 10.0, 0.21]
     """
     X = check_features(X, name="X")
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, Integral | np.integer):
-        raise TypeError(f"n_neighbors must be an int >= 1; got {n_neighbors!r}.")
-    if n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be >= 1; got n_neighbors={n_neighbors}.")
-    _check_n_jobs(n_jobs)
     n = X.shape[0]
     k = min(int(n_neighbors), n // 2)
     if k == 0:
         return np.zeros(n)
     groups = duplicate_groups(X)
     return 1.0 / (_knn_mean_exact(X, k, groups, bool(squared), n_jobs=n_jobs) + EPS)
-
-
-def _check_n_jobs(n_jobs):
-    if n_jobs is None:
-        return
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral | np.integer) or n_jobs == 0:
-        raise InvalidParameterError(
-            f"n_jobs must be None, an int >= 1 or an int <= -1; got n_jobs={n_jobs!r}."
-        )
 
 
 def _cluster_order(sizes, n_labeled_in, min_cluster_size):
@@ -455,6 +450,7 @@ def _typiclust_from_clusters(
     return picks, scores
 
 
+@validate_params(function_form_constraints(TypiClustSelector), prefer_skip_nested_validation=False)
 def typiclust_sampling(
     classifier,
     X_pool,

@@ -217,3 +217,15 @@ def test_default_radius_keeps_a_minimum_coverage():
     lab = ProbCoverSelector(random_state=0)
     lab.select(X[:2900], 50, X_labeled=X[2900:], y_labeled=np.zeros(100))
     assert lab.delta_ == pytest.approx(deltas[2], rel=0.05)
+
+
+def test_coverage_radius_alone_stays_within_the_edge_budget():
+    """At 5 labels the coverage radius would ask for balls of 10 % of the pool (400,000
+    edges); it is capped at half of max_edges instead of making the selection fail."""
+    X = np.random.default_rng(3).normal(size=(2000, 32)).astype(np.float32)
+    sel = ProbCoverSelector(max_edges=100_000, search="exact", random_state=0)
+    assert sel.select(X, 5).shape == (5,)
+    assert sel.n_edges_ <= 100_000
+    uncapped = ProbCoverSelector(random_state=0)
+    uncapped.select(X, 5)
+    assert uncapped.delta_ > sel.delta_ and uncapped.n_edges_ > 100_000

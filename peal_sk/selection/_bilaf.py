@@ -41,7 +41,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, validate_params
 
 from ..base import BaseSelector, function_form_constraints
-from ..utils._blocks import block_rows, sq_distances
+from ..utils._blocks import SMALL_BLOCK_ROWS, block_rows, sq_distances
 from ..utils._faiss import float32_scale
 from ..utils._parallel import N_JOBS_CONSTRAINT, effective_n_jobs, piece_bounds, run_pieces
 from ..utils._validation import check_query_indices, check_rng
@@ -56,7 +56,7 @@ SMALL_CLUSTER = 10
 #: instead of holding the full (distinct x distinct) float64 matrix (4096^2 x 8 B = 128 MiB).
 _DENSE_MAX = 4096
 _EPS32 = 2.0**-24
-#: blocks of rows per parallel piece of the assignment (at most 2048 rows a block)
+#: blocks of rows per parallel piece of the assignment (at most SMALL_BLOCK_ROWS a block)
 _ASSIGN_BLOCKS_PER_PIECE = 64
 
 
@@ -98,7 +98,7 @@ def _assign(F, cores, n_jobs=None):
     C = F[cores].astype(np.float64) - origin
     c_sq = np.einsum("ij,ij->i", C, C)
     # small blocks: temporaries stay below malloc's mmap threshold and are reused
-    step = block_rows(4 * K, n, max_rows=2048)
+    step = block_rows(4 * K, n, max_rows=SMALL_BLOCK_ROWS)
     if K == 1:
         labels = np.zeros(n, dtype=np.intp)
         opponents = np.full(n, -1, dtype=np.intp)

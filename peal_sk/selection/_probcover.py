@@ -286,7 +286,8 @@ class ProbCoverSelector(BaseSelector):
     ``budget_coverage / B`` of the samples, ``B`` being the labelled samples plus
     ``n_instances``: ``B`` balls could then hold ``budget_coverage`` times the pool if
     they did not overlap (the radius is the ``budget_coverage / B``-quantile of the
-    distance between two random samples, estimated from 256 x 16,384 random pairs). The
+    distance between two random samples, estimated from 256 x 16,384 random pairs; capped
+    so that it alone asks for at most half of ``max_edges``). The
     radius shrinks as the labelled set grows, so coverage grows with the budget; where
     the data are well separated the purity radius is the larger one and is kept, as in
     the paper. ``budget_coverage=None`` is the paper's purity rule alone. Measured in
@@ -427,7 +428,7 @@ class ProbCoverSelector(BaseSelector):
         tags.selector_tags.uses_embeddings = True
         return tags
 
-    def _estimate_delta(self, F, rng, n_budget):
+    def _estimate_delta(self, F, rng, n_budget, n_pool):
         """The purity radius, raised to the budget's coverage radius (see the class)."""
         n = len(F)
         k = n_distinct_at_least(F, self.n_classes)
@@ -441,6 +442,8 @@ class ProbCoverSelector(BaseSelector):
         if self.budget_coverage is None:
             return self.purity_delta_
         share = min(1.0, float(self.budget_coverage) / n_budget)
+        # the coverage radius alone never asks for more than half of max_edges
+        share = min(share, 0.5 * self.max_edges / float(n_pool) ** 2)
         return max(self.purity_delta_, _coverage_delta(F, share, rng))
 
     def _query(self, ctx, n_instances, rng):
@@ -457,7 +460,7 @@ class ProbCoverSelector(BaseSelector):
             delta = self.delta * scale
         else:
             n_budget = (0 if F_lab is None else len(F_lab)) + n_instances
-            delta = self._estimate_delta(F, rng, n_budget)
+            delta = self._estimate_delta(F, rng, n_budget, n_pool)
         if not math.isfinite(delta):
             # one pseudo-class (e.g. a single distinct row): every ball is pure at any
             # radius; take one that holds every sample
@@ -513,7 +516,13 @@ class ProbCoverSelector(BaseSelector):
         return (
             f"ProbCover's ball graph would hold {what} edges at delta_={self.delta_:.4g}, "
             f"more than max_edges={self.max_edges:,} (4 bytes each). Pass a smaller delta, "
-            "a larger max_edges, or fewer samples."
+            "a larger max_edges, or fewer samples"
+            + (
+                f" (the purity radius purity_delta_={self.purity_delta_:.4g} is that large: "
+                "a smaller alpha or a larger n_classes lowers it)."
+                if self.delta is None and self.purity_delta_ is not None
+                else "."
+            )
         )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "FAISS_QUERY_BLOCK",
     "FAISS_SEARCH_ROWS",
     "MAX_BLOCK_MIB",
+    "SMALL_BLOCK_ROWS",
     "block_rows",
     "single_blas_thread",
     "sq_distances",
@@ -31,6 +32,9 @@ __all__ = [
 
 #: Upper bound (MiB) on one block of temporaries, whatever ``working_memory`` says.
 MAX_BLOCK_MIB = 64
+#: Row cap of blocks that loop many times over few columns (BiLAF's assignment to its
+#: cores): their temporaries stay below malloc's mmap threshold and are reused
+SMALL_BLOCK_ROWS = 2048
 
 # faiss's searches are blocked by faiss itself, and a query's arithmetic depends on the
 # block it falls in: those block sizes are fixed (not by ``working_memory``), so that a

@@ -294,7 +294,7 @@ def test_unknown_names_in_function_forms(data):
 def test_unknown_backend_in_kernel():
     from peal_sk.utils import nearest_distances
 
-    with pytest.raises(ValueError, match="backend=.gpu."):
+    with pytest.raises(InvalidParameterError, match="'backend' parameter of nearest_distances"):
         nearest_distances(np.zeros((2, 2)), np.zeros((1, 2)), backend="gpu")
 
 

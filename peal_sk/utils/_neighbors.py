@@ -35,8 +35,6 @@ def pairwise_sq_distances(A, B, a_sq=None, b_sq=None):
 
 
 def _resolve_backend(backend, dtype):
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}; got backend={backend!r}.")
     if backend == "auto":
         # faiss works in float32; float64 input keeps numpy's float64 precision.
         return "faiss" if dtype == np.float32 else "numpy"
@@ -84,6 +82,15 @@ def _nearest_numpy(Q, R, r_sq, step):
     return dist, index
 
 
+@validate_params(
+    {
+        "Q": [np.ndarray],
+        "R": [np.ndarray],
+        "backend": [StrOptions(set(_BACKENDS))],
+        "n_jobs": N_JOBS_CONSTRAINT,
+    },
+    prefer_skip_nested_validation=True,
+)
 def nearest_distances(Q, R, *, backend="auto", n_jobs=None):
     """Distance from each row of ``Q`` to its nearest row of ``R``, and that row's index.
 

@@ -197,3 +197,14 @@ def test_centroid_function_form_normalises_like_the_registered_strategy():
     assert not np.array_equal(idx, plain)  # the data make normalising matter
     # an explicit argument still wins
     np.testing.assert_array_equal(function(None, X, 5, normalize=False, random_state=0)[0], plain)
+
+
+@pytest.mark.parametrize("name", ["kmeans", "centroid", "typiclust", "probcover", "kcenter"])
+def test_registry_strategies_on_1e20_features(name):
+    """``simulate --strategies kmeans`` builds its selectors with make_selector."""
+    from peal_sk.selection import make_selector
+
+    X = _pool()
+    expected = make_selector(name, n_instances=8, random_state=0).select(X, 8)
+    got = make_selector(name, n_instances=8, random_state=0).select(X * 1e20, 8)
+    np.testing.assert_array_equal(got, expected)

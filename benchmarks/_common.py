@@ -21,6 +21,26 @@ def make_data(n, d=384, n_centres=100, seed=0):
     return X
 
 
+def log(*args):
+    """Print at once (a long run's progress reaches a redirected log as it happens)."""
+    print(*args, flush=True)
+
+
+def limit_threads(n):
+    """``n`` threads for BLAS and OpenMP (numpy, scikit-learn, faiss): on a shared machine
+    two threads stall whenever another process holds a core."""
+    import sklearn.cluster  # noqa: F401  (loads its OpenMP runtime before the limit)
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except ImportError:
+        pass
+    threadpool_limits(limits=n)
+
+
 def write_json(path, result):
     """Write ``result`` to ``path`` as indented JSON, atomically: a killed run leaves the
     previous result file whole (:func:`peal_sk.utils._io.write_atomic`)."""

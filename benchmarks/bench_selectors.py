@@ -94,11 +94,11 @@ def _baseline(name, seed, B):
 
     if name == "kmeans-sklearn":
         return KMeansSelector(backend="sklearn", random_state=seed)
-    sys.path.insert(0, str(REPO / "tests"))
     from peal_sk.utils._validation import check_rng
 
     if name == "kcenter-before":
-        from _kcenter_reference import kcenter_greedy_reference
+        reference = _import_file(REPO / "tests" / "_kcenter_reference.py", "_kcenter_reference")
+        kcenter_greedy_reference = reference.kcenter_greedy_reference
 
         class Before:
             def select(self, X, n):
@@ -106,7 +106,10 @@ def _baseline(name, seed, B):
 
         return Before()
     if name == "activeft-before":
-        from _activeft_reference import activeft_select_reference
+        tests = REPO / "tests"
+        _import_file(tests / "_kcenter_reference.py", "_kcenter_reference")  # it imports it
+        reference = _import_file(tests / "_activeft_reference.py", "_activeft_reference")
+        activeft_select_reference = reference.activeft_select_reference
 
         class Before:
             def select(self, X, n):
@@ -208,8 +211,11 @@ def _inertia(X, idx):
 def _import_file(path, name):
     import importlib.util
 
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # modules it imports by this name find it
     spec.loader.exec_module(module)
     return module
 
@@ -228,8 +234,13 @@ def _official_activeft(job, X):
     torch.Tensor.cuda = lambda self, *a, **k: self  # the CPU copy: .cuda() is a no-op
     torch.nn.Module.cuda = lambda self, *a, **k: self
     core = Path(job["official_dir"]) / "data_selection" / "Core_Selection"
-    sys.path.insert(0, str(core))  # for its `from utils import *`
-    mod = _import_file(core / "ActiveFT_CIFAR.py", "official_activeft")
+    # the official script does `from utils import *` from its own folder: that folder
+    # is searched first while it is imported, and only then
+    sys.path[:0] = [str(core)]
+    try:
+        mod = _import_file(core / "ActiveFT_CIFAR.py", "official_activeft")
+    finally:
+        sys.path.remove(str(core))
     random.seed(job["seed"])
     torch.manual_seed(job["seed"])
     args = ap.Namespace(

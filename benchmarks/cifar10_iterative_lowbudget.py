@@ -28,12 +28,12 @@ shared copy is a JPEG re-encode.
 import argparse
 import hashlib
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from _common import limit_threads, log, run_metadata
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -64,23 +64,6 @@ LABELS = {
     "typiclust": "TypiClust",
     "probcover": "ProbCover",
 }
-
-
-def log(*args):
-    print(*args, flush=True)
-
-
-def limit_threads(n):
-    import sklearn.cluster  # noqa: F401  (loads its OpenMP runtime before the limit)
-    from threadpoolctl import threadpool_limits
-
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(n)
-    except ImportError:
-        pass
-    threadpool_limits(limits=n)
 
 
 def load(args):
@@ -383,9 +366,6 @@ def main(argv=None):
     )
     p.add_argument("--out", type=Path, default=RESULTS / "cifar10_iterative_lowbudget")
     args = p.parse_args(argv)
-
-    sys.path.insert(0, str(HERE))
-    from _common import run_metadata
 
     from peal_sk.selection import list_selectors, parse_selector_params
 

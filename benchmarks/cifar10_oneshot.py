@@ -20,7 +20,7 @@ Usage::
 Features are cached as ``.npy`` in ``benchmarks/.cache/`` (never committed), and so is
 every selection (with the time it took), so a rerun only re-evaluates; ``--no-cache``
 recomputes the selections. Writes ``benchmarks/results/cifar10_oneshot.json`` and
-``.md`` (``--probe``: ``cifar10_embed_probe.json``).
+``.md`` (``--out STEM``: ``STEM.json`` and ``STEM.md``) (``--probe``: ``cifar10_embed_probe.json``).
 
 Protocol
 --------
@@ -30,14 +30,18 @@ Protocol
   features.
 * Strategies: Random, k-centre greedy from a random start (the paper's FDS), k-means
   (``KMeans(n_clusters=B)``, sample nearest each centre), TypiClust (defaults: at most
-  500 clusters, 20 neighbours), ProbCover (``n_classes=10``, delta by purity 0.95),
+  500 clusters, 20 neighbours), ProbCover (``n_classes=10``, delta by purity 0.95 raised
+  to the budget's coverage radius, ``budget_coverage=0.5``),
   ActiveFT (300 iterations, defaults) and BiLAF (``n_cores=50``, the paper's K for
   CIFAR-10) with ActiveFT, TypiClust or ProbCover cores, each with ``random_state=seed``.
   Strategies run one after the other (all budgets and seeds of one, then the next), the
   expensive ones last, and the results are written after each strategy.
-* ProbCover's selection at a budget B is the first B picks of its selection at the
-  largest budget (the same result: the greedy is sequential and its random draws come
-  first), when that selection filled nothing at random; each is charged the full time.
+* Selectors are built by the registry (``peal_sk.selection.make_selector``), as
+  ``peal-sk simulate`` builds them.
+* ProbCover with ``budget_coverage=None`` (a radius that does not depend on the budget):
+  its selection at a budget B is the first B picks of its selection at the largest
+  budget (the same result: the greedy is sequential and its random draws come first),
+  when that selection filled nothing at random; each is charged the full time.
 * kNN: ``k = min(20, max(1, B // 10))`` nearest neighbours by cosine distance
   (majority vote, scikit-learn ``KNeighborsClassifier``) among the labelled subset
   (1-NN at 10 labels: with ``k = B`` every test image would get the same vote).
@@ -59,14 +63,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import run_metadata
+from _common import limit_threads, log, run_metadata, write_json
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CACHE = HERE / ".cache"
 #: ../shared/data/cifar10-jpeg.npz relative to the repository root
 DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "cifar10-jpeg.npz"
-DATA = DEFAULT_DATA  # set from --data in main()
 BACKBONE = "efficientnet_lite0"
 #: cheap strategies first, the expensive ones last
 STRATEGIES = (
@@ -94,24 +97,6 @@ NAMES = {
 BILAF_CORES = {"bilaf": "activeft", "bilaf_typiclust": "typiclust", "bilaf_probcover": "probcover"}
 
 
-def log(*args):
-    print(*args, flush=True)
-
-
-def limit_threads(n):
-    """The same for BLAS and OpenMP (numpy, scikit-learn, faiss) during the selections."""
-    import sklearn.cluster  # noqa: F401  (loads its OpenMP runtime before the limit)
-    from threadpoolctl import threadpool_limits
-
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(n)
-    except ImportError:
-        pass
-    threadpool_limits(limits=n)
-
-
 def write_atomic(path, text):
     """Write a cache entry through a temporary file (per process): a killed run leaves no
     partial entry (a truncated JSON would break every later run)."""
@@ -127,11 +112,12 @@ def prepare_cache():
         ignore.write_text("*\n")
 
 
-def decode(split, data=None):
-    """uint8 array (n, 32, 32, 3) and int64 labels of one split."""
+def decode(split, data):
+    """uint8 array (n, 32, 32, 3) and int64 labels of one split of the archive ``data``
+    (a path, or the loaded ``.npz``)."""
     from PIL import Image
 
-    d = np.load(DATA, allow_pickle=False) if data is None else data
+    d = np.load(data, allow_pickle=False) if isinstance(data, str | Path) else data
     jpeg, off = d[f"{split}_jpeg"], d[f"{split}_offsets"]
     images = np.empty((len(off) - 1, 32, 32, 3), dtype=np.uint8)
     for i in range(len(off) - 1):
@@ -155,7 +141,7 @@ def make_embedder(args, **kwargs):
 # ------------------------------------------------------------------------- embedding probe
 def probe(args):
     """img/s of the whole embedder (preprocessing + forward) on a few hundred images."""
-    images, _, _ = decode("train")
+    images, _, _ = decode("train", args.data)
     images = images[: args.probe_n + 32]
     rows = []
     for size in args.probe_sizes:
@@ -213,7 +199,7 @@ def load_features(args):
     """Train/test features and labels; embedding (and its timing) only when not cached."""
     info = {"cached": True}
     paths = {s: feature_path(args, s) for s in ("train", "test")}
-    d = np.load(DATA, allow_pickle=False)
+    d = np.load(args.data, allow_pickle=False)
     labels = {s: d[f"{s}_labels"].astype(np.int64) for s in ("train", "test")}
     classes = [str(c) for c in d["classes"]]
     if all(p.exists() for p in paths.values()):
@@ -246,35 +232,38 @@ def load_features(args):
 
 
 # ----------------------------------------------------------------------------- selection
-def make_selector(name, seed, args):
-    from peal_sk.selection import (
-        ActiveFTSelector,
-        BiLAFSelector,
-        KCenterSelector,
-        KMeansSelector,
-        ProbCoverSelector,
-        RandomSelector,
-        TypiClustSelector,
-    )
+#: benchmark name -> (registered strategy, parameters); "kmeans" is the DropQuery paper's
+#: "centroid" cold start (k-means of the L2-normalised features)
+REGISTRY_NAMES = {
+    "random": ("random", {}),
+    "kcenter": ("kcenter", {}),
+    "kmeans": ("centroid", {}),
+    "typiclust": ("typiclust", {}),
+    "probcover": ("probcover", {"n_classes": 10}),
+    "activeft": ("activeft", {}),
+    "bilaf": ("bilaf", {}),
+    "bilaf_typiclust": ("bilaf", {}),
+    "bilaf_probcover": ("bilaf", {}),
+}
 
-    if name == "random":
-        return RandomSelector(random_state=seed)
-    if name == "kcenter":
-        return KCenterSelector(random_state=seed)
-    if name == "kmeans":
-        return KMeansSelector(random_state=seed)
-    if name == "typiclust":
-        return TypiClustSelector(random_state=seed)
-    if name == "probcover":
-        return ProbCoverSelector(n_classes=10, random_state=seed)
+
+def make_selector(name, seed, args):
+    """The selector of a benchmark strategy, built by the registry (as ``simulate`` builds
+    it); ``args`` sets ActiveFT's iterations and BiLAF's cores."""
+    from peal_sk.selection import make_selector as registry_selector
+
+    strategy, params = REGISTRY_NAMES[name]
+    params = dict(params)
     if name == "activeft":
-        return ActiveFTSelector(max_iter=args.activeft_iter, random_state=seed)
-    core = BILAF_CORES[name]
-    if core == "activeft":
-        core = ActiveFTSelector(max_iter=args.activeft_iter)
-    elif core == "probcover":
-        core = ProbCoverSelector(n_classes=10)
-    return BiLAFSelector(n_cores=args.n_cores, core_selector=core, random_state=seed)
+        params["max_iter"] = args.activeft_iter
+    if name in BILAF_CORES:
+        core = BILAF_CORES[name]
+        core_params = {"max_iter": args.activeft_iter} if core == "activeft" else {}
+        if core == "probcover":
+            core_params["n_classes"] = 10
+        params["n_cores"] = args.n_cores
+        params["core_selector"] = registry_selector(core, core_params) if core_params else core
+    return registry_selector(strategy, params, random_state=seed)
 
 
 def select(name, budget, seed, F, args):
@@ -285,6 +274,8 @@ def select(name, budget, seed, F, args):
     if name in BILAF_CORES and args.n_cores != 50:
         tag += f"_K{args.n_cores}"
     stem = "kmeans-l2" if name == "kmeans" else name  # centroid variant: normalised input
+    if name == "probcover":  # the radius rule is part of the selection
+        stem += f"-cov{make_selector(name, seed, args).budget_coverage}"
     path = CACHE / "selections" / tag / f"{stem}-B{budget}-s{seed}.json"
     cores_path = path.with_name(f"{name}-cores-s{seed}.json")
     if args.cached_only and not path.exists():
@@ -297,11 +288,13 @@ def select(name, budget, seed, F, args):
             write_atomic(cores_path, json.dumps(stored))
         return rec
     # ProbCover's greedy is sequential and every random draw (k-means, purity sample,
-    # cells) comes before it, so its first B picks at the largest budget are its
-    # selection at budget B, as long as nothing was filled at random by then
-    # (n_filled_ == 0, i.e. coverage never reached 100 %). Charged the full time.
+    # cells) comes before it, so at a radius that does not depend on the budget
+    # (budget_coverage=None) its first B picks at the largest budget are its selection
+    # at budget B, as long as nothing was filled at random by then (n_filled_ == 0, i.e.
+    # coverage never reached 100 %). Charged the full time.
     top = max(args.budgets)
-    if name == "probcover" and budget < top and not args.no_core_reuse:
+    fixed_radius = name == "probcover" and make_selector(name, seed, args).budget_coverage is None
+    if fixed_radius and budget < top and not args.no_core_reuse:
         full = select(name, top, seed, F, args)
         if full["extra"].get("n_filled_", 1) == 0:
             rec = {
@@ -338,7 +331,14 @@ def select(name, budget, seed, F, args):
     elif name in ("typiclust", "probcover"):
         rec["extra"] = {
             k: getattr(sel, k)
-            for k in ("n_clusters_", "delta_", "coverage_", "n_edges_", "n_filled_")
+            for k in (
+                "n_clusters_",
+                "delta_",
+                "purity_delta_",
+                "coverage_",
+                "n_edges_",
+                "n_filled_",
+            )  # fmt: skip
             if hasattr(sel, k)
         }
     elif name in BILAF_CORES:
@@ -536,16 +536,21 @@ def main(argv=None):
         action="store_true",
         help="only compute (and cache) the selections from the cached train features",
     )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "cifar10_oneshot",
+        help="results file stem (.json and .md are written)",
+    )
     p.add_argument("--probe", action="store_true", help="only time the embedder, then exit")
     p.add_argument("--probe-sizes", type=int, nargs="+", default=[224, 160, 112, 64])
     p.add_argument("--probe-n", type=int, default=256)
     p.add_argument("--probe-repeats", type=int, default=2)
     args = p.parse_args(argv)
-    global DATA
-    DATA = args.data.resolve()
-    if not DATA.is_file():
+    args.data = args.data.resolve()
+    if not args.data.is_file():
         p.error(
-            f"the CIFAR-10 archive {DATA} does not exist; pass --data PATH to the "
+            f"the CIFAR-10 archive {args.data} does not exist; pass --data PATH to the "
             "cifar10-jpeg.npz file (arrays train_jpeg, train_offsets, train_labels, test_*, "
             "classes)"
         )
@@ -569,11 +574,10 @@ def main(argv=None):
     t_start = time.perf_counter()
     if args.select_only:
         F = np.load(feature_path(args, "train"))
-        N = F / np.linalg.norm(F, axis=1, keepdims=True)
         for name in args.strategies:
             for budget in args.budgets:
                 for seed in args.seeds:
-                    rec = select(name, budget, seed, N if name == "kmeans" else F, args)
+                    rec = select(name, budget, seed, F, args)
                     extra = {k: v for k, v in rec["extra"].items() if k != "cores"}
                     log(f"B={budget:>5} seed={seed} {NAMES[name]:<24} select "
                         f"{rec['seconds']:7.1f} s{' (cached)' if rec['from_cache'] else ''}"
@@ -609,7 +613,7 @@ def main(argv=None):
     runs = []
     t_sel = time.perf_counter()
     for name in args.strategies:  # one strategy at a time: partial results are useful
-        F_sel = N_train if name == "kmeans" else F_train  # "centroid": normalised features
+        F_sel = F_train  # "centroid" normalises internally
         for budget in args.budgets:
             for seed in args.seeds:
                 rec = select(name, budget, seed, F_sel, args)
@@ -676,7 +680,8 @@ def write_results(runs, args, command, t_start, t_sel, F_train, classes, embed_i
             "bilaf_n_cores": args.n_cores,
             "activeft_max_iter": args.activeft_iter,
             "typiclust": "TypiClustSelector() defaults (max_clusters=500, n_neighbors=20)",
-            "probcover": "ProbCoverSelector(n_classes=10), delta by purity alpha=0.95",
+            "probcover": "ProbCoverSelector(n_classes=10), delta by purity alpha=0.95 "
+            "raised to the coverage radius (budget_coverage=0.5)",
             "kmeans": "KMeansSelector() on L2-normalised features (centroid cold start)",
             "knn": f"min({args.knn_k}, max(1, B // 10))-NN, cosine, majority vote",
             "linear_probe": f"LogisticRegression(C={args.C}, lbfgs, max_iter={args.max_iter}) "
@@ -695,15 +700,14 @@ def write_results(runs, args, command, t_start, t_sel, F_train, classes, embed_i
         "paired_difference_to_random_pp": paired_summary(runs, args.budgets),
         "runs": runs,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cifar10_oneshot.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_json(args.out.with_suffix(".json"), out)
     header = (
         f"CIFAR-10 one-shot selection: {BACKBONE} (ImageNet-1k) {args.img_size} px "
         f"{args.precision}, frozen 1280-d features; mean ± std over seeds {args.seeds} "
         f"(std with ddof=1). Reference kNN-{args.knn_k} with all {len(F_train):,} labels: "
         f"{100 * full_knn:.2f} %.\n\nCommand: `{command}`\n\n"
     )
-    (RESULTS / "cifar10_oneshot.md").write_text(header + table + "\n")
+    args.out.with_suffix(".md").write_text(header + table + "\n")
 
 
 if __name__ == "__main__":

@@ -27,12 +27,14 @@ from sklearn.utils import Tags
 from .utils._validation import (
     check_features,
     check_n_instances,
+    check_no_inf,
     check_proba,
     check_rng,
     n_samples,
 )
 
 __all__ = ["BaseSelector", "QueryContext", "SelectorTags", "get_embeddings", "get_selector_tags"]
+# (function_form_constraints is shared by the selection modules, not public)
 
 
 @dataclass(slots=True)
@@ -128,6 +130,18 @@ def _selector_context(method):
     return wrapper
 
 
+def function_form_constraints(selector_cls, **overrides):
+    """``@validate_params`` constraints of a modAL function form: the class's
+    ``_parameter_constraints`` (one definition for both forms), ``overrides`` (e.g. a
+    default of None that the function turns into an object), and no constraint on the
+    arguments the selector validates against the data (``classifier``, ``X_pool``,
+    ``n_instances``, ``X_labeled``, ``y_labeled``)."""
+    data = dict.fromkeys(
+        ("classifier", "X_pool", "n_instances", "X_labeled", "y_labeled"), "no_validation"
+    )
+    return {**data, **selector_cls._parameter_constraints, **overrides}
+
+
 def _unwrap(classifier):
     """The estimator behind a modAL-style learner (``learner.estimator``), else itself."""
     return getattr(classifier, "estimator", classifier)
@@ -185,6 +199,7 @@ class QueryContext:
         self.X_pool = X_pool
         self.classifier = classifier
         self.n_pool = n_samples(X_pool)
+        check_no_inf(X_pool, name="X_pool")
         if (X_labeled is None) != (y_labeled is None) and X_labeled is not None:
             # y without X is allowed for label-only strategies; X without y is not
             raise ValueError("X_labeled was given without y_labeled; pass both.")
@@ -197,6 +212,8 @@ class QueryContext:
                 raise ValueError(
                     f"X_labeled has {n_x} samples but y_labeled has {n_y}; they must match."
                 )
+        if X_labeled is not None:
+            check_no_inf(X_labeled, name="X_labeled")
         self.X_labeled = X_labeled
         self.y_labeled = None if y_labeled is None else np.asarray(y_labeled)
         self._cache = {}

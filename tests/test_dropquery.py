@@ -19,7 +19,8 @@ from peal_sk.selection import (
     dropquery_sampling,
     dropquery_scores,
 )
-from peal_sk.selection._dropquery import _keep_mask, _kmeans_centres
+from peal_sk.selection._dropquery import _keep_mask
+from peal_sk.utils._faiss import faiss_kmeans
 
 
 def reference_mismatch(Z, W, b, rng, n_passes=3, p=0.75, rescale=True):
@@ -51,13 +52,13 @@ def reference_dropquery(Z, W, b, n_instances, seed, *, n_passes=3, p=0.75, resca
         return np.concatenate([first, fill]).astype(int), mismatch, t
     F = np.asarray(Z, dtype=np.float32)[cand]  # faiss works in float32
     F /= np.linalg.norm(F, axis=1, keepdims=True)
-    centres = _kmeans_centres(F, n_instances, 20, km_seed)
+    centres = faiss_kmeans(F, n_instances, km_seed, n_iter=20, assign=False).centres
     picks = []
     for c in centres.astype(np.float64):
         d = ((F.astype(np.float64) - c) ** 2).sum(axis=1)
         d[picks] = np.inf
-        # near-ties (a two-point cluster's centre) go to the lowest index
-        picks.append(int(np.flatnonzero(d <= d.min() + 1e-5 * (1 + c @ c))[0]))
+        # exact float64 distances; exact ties go to the lowest index
+        picks.append(int(np.flatnonzero(d == d.min())[0]))
     picks = cand[picks]
     return np.array(sorted(picks, key=lambda i: -mismatch[i])), mismatch, t
 

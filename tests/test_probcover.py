@@ -183,13 +183,49 @@ def test_budget_larger_than_pool():
 
 
 def test_smaller_budget_is_a_prefix():
-    """The greedy is sequential and draws its randomness first: B picks are the first B
-    picks of a larger budget (used by the CIFAR-10 benchmark)."""
+    """The greedy is sequential and draws its randomness first: at a radius that does
+    not depend on the budget, B picks are the first B picks of a larger budget."""
     X = np.random.default_rng(8).normal(size=(400, 6)).astype(np.float32)
-    big = ProbCoverSelector(n_classes=4, random_state=1)
+    params = {"n_classes": 4, "budget_coverage": None, "random_state": 1}
+    big = ProbCoverSelector(**params)
     idx = big.select(X, 30)
     assert big.n_filled_ == 0
     for b in (1, 7, 29):
-        np.testing.assert_array_equal(
-            ProbCoverSelector(n_classes=4, random_state=1).select(X, b), idx[:b]
-        )
+        np.testing.assert_array_equal(ProbCoverSelector(**params).select(X, b), idx[:b])
+
+
+def test_default_radius_keeps_a_minimum_coverage():
+    """Issue 27: the purity radius alone can leave every ball with its centre only (the
+    greedy then collapses into dense corners); the default radius is at least the one
+    whose average ball holds budget_coverage / B of the pool, so the picks cover a
+    substantial share of the pool, and that radius shrinks as the budget grows."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 64)).astype(np.float32)  # no cluster structure at all
+    paper = ProbCoverSelector(budget_coverage=None, random_state=0)
+    paper.select(X, 50)
+    assert paper.coverage_ < 0.05  # the purity radius covers next to nothing
+    deltas, coverages = [], []
+    for budget in (20, 50, 150):
+        sel = ProbCoverSelector(random_state=0)
+        sel.select(X, budget)
+        assert sel.delta_ >= sel.purity_delta_
+        deltas.append(sel.delta_)
+        coverages.append(sel.coverage_)
+    assert deltas[0] > deltas[1] > deltas[2]
+    assert min(coverages) > 0.2
+    # the labelled samples count towards the budget: 100 labelled + 50 new ~ 150 new
+    lab = ProbCoverSelector(random_state=0)
+    lab.select(X[:2900], 50, X_labeled=X[2900:], y_labeled=np.zeros(100))
+    assert lab.delta_ == pytest.approx(deltas[2], rel=0.05)
+
+
+def test_coverage_radius_alone_stays_within_the_edge_budget():
+    """At 5 labels the coverage radius would ask for balls of 10 % of the pool (400,000
+    edges); it is capped at half of max_edges instead of making the selection fail."""
+    X = np.random.default_rng(3).normal(size=(2000, 32)).astype(np.float32)
+    sel = ProbCoverSelector(max_edges=100_000, search="exact", random_state=0)
+    assert sel.select(X, 5).shape == (5,)
+    assert sel.n_edges_ <= 100_000
+    uncapped = ProbCoverSelector(random_state=0)
+    uncapped.select(X, 5)
+    assert uncapped.delta_ > sel.delta_ and uncapped.n_edges_ > 100_000

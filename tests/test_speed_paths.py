@@ -233,7 +233,7 @@ def test_kmeans_faiss_inertia_close_to_sklearn():
 def test_kmeans_nearest_untaken_same_as_before(kind, dtype):
     """The float32 screen picks what the float64 screen picked, ties included; a float32
     pool is screened as it is (not centred), with its larger rounding bound."""
-    from peal_sk.selection._kmeans import _nearest_untaken
+    from peal_sk.utils._neighbors import nearest_untaken as _nearest_untaken
 
     X = _features(kind, 9, n=500)
     if kind == "blobs":  # far from the origin: rounding grows with the offset

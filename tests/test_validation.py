@@ -285,14 +285,16 @@ def test_unknown_names_in_function_forms(data):
         featdist_sampling(data.learner, data.X_pool, 2, mode="far")
     with pytest.raises(InvalidParameterError, match="'uncertainty' parameter.*'bald'"):
         hybrid_sampling(data.learner, data.X_pool, 2, uncertainty="bald")
-    with pytest.raises(ValueError, match="mode must be 'class_mean' or 'nearest'.*'far'"):
+    with pytest.raises(
+        InvalidParameterError, match="'mode' parameter of feature_distance_scores.*'far'"
+    ):
         feature_distance_scores(data.X_pool, data.X_labeled, mode="far")
 
 
 def test_unknown_backend_in_kernel():
     from peal_sk.utils import nearest_distances
 
-    with pytest.raises(ValueError, match="backend=.gpu."):
+    with pytest.raises(InvalidParameterError, match="'backend' parameter of nearest_distances"):
         nearest_distances(np.zeros((2, 2)), np.zeros((1, 2)), backend="gpu")
 
 

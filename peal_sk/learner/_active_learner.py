@@ -2,14 +2,16 @@
 
 # SPDX-License-Identifier: BSD-3-Clause
 
+import inspect
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..base import BaseSelector
 from ..selection._uncertainty import least_confident_sampling
-from ..utils._validation import accepts_keyword, check_rng, n_samples
+from ..utils._validation import accepts_keyword, check_query_indices, check_rng, n_samples
 
 __all__ = ["ActiveLearner", "QueryRecord"]
 
@@ -103,6 +105,26 @@ def _strategy_name(strategy):
     if isinstance(strategy, BaseSelector):
         return type(strategy).__name__
     return getattr(strategy, "__name__", type(strategy).__name__)
+
+
+def _requested_count(strategy, query_args, query_kwargs):
+    """The ``n_instances`` a query asks for: given (first positional argument after the
+    pool, or by keyword), else the strategy's own default; None when unknown."""
+    if query_args:
+        n = query_args[0]
+    elif "n_instances" in query_kwargs:
+        n = query_kwargs["n_instances"]
+    else:
+        try:
+            param = inspect.signature(strategy).parameters.get("n_instances")
+        except (TypeError, ValueError):
+            return None
+        if param is None or param.default is inspect.Parameter.empty:
+            return None
+        n = param.default
+    if isinstance(n, Integral | np.integer) and not isinstance(n, bool):
+        return int(n)
+    return None  # the strategy itself decides what it accepts
 
 
 def _accepts_random_state(strategy):
@@ -351,26 +373,13 @@ class ActiveLearner:
         else:  # strategies that return only indices
             query_idx, scores = result, None
         n_pool = n_samples(X_pool)
-        query_idx = np.asarray(query_idx)
-        if query_idx.dtype.kind not in "iu":
-            raise TypeError(
-                f"query_strategy {_strategy_name(strategy)} returned indices of dtype "
-                f"{query_idx.dtype}; expected integers."
-            )
         name = _strategy_name(strategy)
-        if query_idx.ndim > 1:
-            raise ValueError(
-                f"query_strategy {name} returned indices of shape {query_idx.shape}; "
-                "expected a 1-D array."
-            )
-        query_idx = query_idx.astype(np.intp, copy=False).reshape(-1)
-        if query_idx.size and (query_idx.min() < 0 or query_idx.max() >= n_pool):
-            raise ValueError(f"query_strategy {name} returned indices outside [0, {n_pool}).")
-        if np.unique(query_idx).size != query_idx.size:
-            raise ValueError(
-                f"query_strategy {name} returned duplicate indices {query_idx.tolist()}; "
-                "each sample can be queried once."
-            )
+        query_idx = check_query_indices(
+            query_idx,
+            n_pool,
+            n_instances=_requested_count(strategy, query_args, query_kwargs),
+            name=f"query_strategy {name}",
+        )
         if scores is not None:
             scores = np.asarray(scores, dtype=np.float64).reshape(-1)
             if scores.size != query_idx.size:

@@ -10,7 +10,7 @@ from scipy.sparse import csr_matrix
 from scipy.special import expit, logsumexp
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._blocks import block_rows, single_blas_thread
 from ..utils._neighbors import _kcenter_greedy
 from ..utils._validation import check_features, check_n_instances, check_rng
@@ -40,6 +40,15 @@ def _normalize(X, *, out=None):
     return np.divide(X, norms, out=out)
 
 
+@validate_params(
+    {
+        "f": ["array-like"],
+        "centroids": ["array-like"],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "beta": [Interval(Real, 0, None, closed="neither")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def activeft_loss(f, centroids, *, temperature=0.07, beta=1.0):
     """ActiveFT objective and its gradient with respect to the centroids.
 
@@ -702,6 +711,7 @@ class ActiveFTSelector(BaseSelector):
         return idx, sim[pos]
 
 
+@validate_params(function_form_constraints(ActiveFTSelector), prefer_skip_nested_validation=False)
 def activeft_sampling(
     classifier,
     X_pool,

@@ -4,9 +4,9 @@
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import StrOptions, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._blocks import block_rows
 from ..utils._linear_head import check_head_width, final_linear_layer, head_logits, row_chunks
 from ..utils._validation import check_features, check_proba
@@ -24,6 +24,9 @@ def _gradient_factors(proba, Z):
     return A, a_sq, z_sq, a_sq * z_sq
 
 
+@validate_params(
+    {"proba": ["array-like"], "embeddings": ["array-like"]}, prefer_skip_nested_validation=True
+)
 def badge_embedding_norms(proba, embeddings):
     """Norm of each gradient embedding ``g = (onehot(argmax p) - p) outer z``.
 
@@ -229,6 +232,7 @@ class BadgeSelector(BaseSelector):
         return picks, np.sqrt(d2)
 
 
+@validate_params(function_form_constraints(BadgeSelector), prefer_skip_nested_validation=False)
 def badge_sampling(classifier, X_pool, n_instances=1, *, first="largest", random_state=None):
     """modAL query strategy: BADGE (see :class:`BadgeSelector`).
 

@@ -38,12 +38,13 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt
+from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, validate_params
 
-from ..base import BaseSelector
-from ..utils._blocks import block_rows, sq_distances
+from ..base import BaseSelector, function_form_constraints
+from ..utils._blocks import SMALL_BLOCK_ROWS, block_rows, sq_distances
+from ..utils._faiss import float32_scale
 from ..utils._parallel import N_JOBS_CONSTRAINT, effective_n_jobs, piece_bounds, run_pieces
-from ..utils._validation import check_rng
+from ..utils._validation import check_query_indices, check_rng
 from ._registry import register_selector
 
 __all__ = ["BiLAFSelector", "bilaf", "bilaf_sampling"]
@@ -55,7 +56,7 @@ SMALL_CLUSTER = 10
 #: instead of holding the full (distinct x distinct) float64 matrix (4096^2 x 8 B = 128 MiB).
 _DENSE_MAX = 4096
 _EPS32 = 2.0**-24
-#: blocks of rows per parallel piece of the assignment (at most 2048 rows a block)
+#: blocks of rows per parallel piece of the assignment (at most SMALL_BLOCK_ROWS a block)
 _ASSIGN_BLOCKS_PER_PIECE = 64
 
 
@@ -97,7 +98,7 @@ def _assign(F, cores, n_jobs=None):
     C = F[cores].astype(np.float64) - origin
     c_sq = np.einsum("ij,ij->i", C, C)
     # small blocks: temporaries stay below malloc's mmap threshold and are reused
-    step = block_rows(4 * K, n, max_rows=2048)
+    step = block_rows(4 * K, n, max_rows=SMALL_BLOCK_ROWS)
     if K == 1:
         labels = np.zeros(n, dtype=np.intp)
         opponents = np.full(n, -1, dtype=np.intp)
@@ -109,9 +110,12 @@ def _assign(F, cores, n_jobs=None):
             d_own[s : s + step] = np.sqrt(np.maximum(d2, 0))
         return labels, d_own, opponents, d_out
 
-    C32 = C.astype(np.float32)
-    c_sq32 = c_sq.astype(np.float32)
-    c_sq_max = float(c_sq.max())
+    # the screen is float32: features of extreme magnitude are scaled by a power of two
+    # (exact, so no comparison changes) so that its squared distances cannot overflow
+    scale = float32_scale(F.min(), F.max(), d)
+    C32 = (C * scale).astype(np.float32)
+    c_sq32 = (c_sq * scale**2).astype(np.float32)
+    c_sq_max = float(c_sq.max()) * scale**2
     # the float64 recomputation works on the raw features when the data lie near the
     # origin relative to their spread (products of float32 values are exact in
     # float64, so no float64 copy of the data is needed), else on float64 features
@@ -121,7 +125,7 @@ def _assign(F, cores, n_jobs=None):
     cr_sq = np.einsum("ij,ij->i", Cr, Cr, dtype=np.float64)
     Cr64 = Cr.astype(np.float64)
     origin_f = origin.astype(F.dtype)
-    shared = (origin, origin_f, shifted, C32, c_sq32, c_sq_max, Cr, cr_sq, Cr64, step)
+    shared = (origin, origin_f, shifted, scale, C32, c_sq32, c_sq_max, Cr, cr_sq, Cr64, step)
     if effective_n_jobs(n_jobs) == 1:
         return _assign_rows(*shared, F)
     # whole blocks per piece: every row meets the blocks of the serial pass
@@ -130,8 +134,9 @@ def _assign(F, cores, n_jobs=None):
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
 
 
-def _assign_rows(origin, origin_f, shifted, C32, c_sq32, c_sq_max, Cr, cr_sq, Cr64, step, F):
-    """:func:`_assign` for the rows of ``F`` (K >= 2), ``step`` rows at a time."""
+def _assign_rows(origin, origin_f, shifted, scale, C32, c_sq32, c_sq_max, Cr, cr_sq, Cr64, step, F):
+    """:func:`_assign` for the rows of ``F`` (K >= 2), ``step`` rows at a time; the
+    float32 screen works on the rows times ``scale`` (a power of two)."""
     n, d = F.shape
     K = len(C32)
     labels = np.empty(n, dtype=np.intp)
@@ -141,7 +146,8 @@ def _assign_rows(origin, origin_f, shifted, C32, c_sq32, c_sq_max, Cr, cr_sq, Cr
     for s in range(0, n, step):
         Xr = F[s : s + step].astype(np.float64) - origin if shifted else F[s : s + step]
         rows = np.arange(Xr.shape[0])
-        X32 = Xr.astype(np.float32) if shifted else (Xr - origin_f).astype(np.float32)
+        X32 = Xr if shifted else Xr - origin_f
+        X32 = (X32 * scale if scale != 1.0 else X32).astype(np.float32)
         x_sq32 = np.einsum("ij,ij->i", X32, X32)
         D2 = X32 @ C32.T
         D2 *= -2
@@ -792,6 +798,7 @@ class BiLAFSelector(BaseSelector):
             if "n_jobs" in self.core_selector_.get_params():
                 self.core_selector_.set_params(n_jobs=self.n_jobs)
             return self.core_selector_.select(F, K)
+        who = f"core_selector={getattr(spec, '__name__', type(spec).__name__)}"
         if hasattr(spec, "select"):
             # the user's selector is never modified: the clone runs and is kept
             sel = clone(spec) if hasattr(spec, "get_params") else spec
@@ -799,8 +806,10 @@ class BiLAFSelector(BaseSelector):
                 if sel.get_params()["random_state"] is None:
                     sel.set_params(random_state=seed)
             self.core_selector_ = sel
-            return np.asarray(sel.select(F, K), dtype=np.intp)
-        return np.asarray(spec(None, F, K)[0], dtype=np.intp)
+            return check_query_indices(sel.select(F, K), len(F), n_instances=K, name=who)
+        result = spec(None, F, K)
+        result = result[0] if isinstance(result, tuple) else result
+        return check_query_indices(result, len(F), n_instances=K, name=who)
 
     def _cluster_distances(self, F, members, core_pos):
         return _ClusterDistances(F[members].astype(np.float64), core_pos)
@@ -902,6 +911,7 @@ class BiLAFSelector(BaseSelector):
         return idx, self.boundary_scores_[idx]
 
 
+@validate_params(function_form_constraints(BiLAFSelector), prefer_skip_nested_validation=False)
 def bilaf_sampling(
     classifier,
     X_pool,

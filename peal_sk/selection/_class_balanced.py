@@ -9,8 +9,8 @@ from sklearn import get_config
 from sklearn.base import clone
 from sklearn.utils._param_validation import HasMethods, Interval, validate_params
 
-from ..base import BaseSelector, get_selector_tags
-from ..utils._validation import accepts_keyword, check_rng
+from ..base import BaseSelector, function_form_constraints, get_selector_tags
+from ..utils._validation import accepts_keyword, check_query_indices, check_rng
 from ._registry import register_selector
 from ._uncertainty import EntropySelector
 
@@ -27,6 +27,10 @@ __all__ = ["ClassBalancedSelector", "class_balanced_picks", "class_balanced_samp
     },
     prefer_skip_nested_validation=True,
 )
+def _name(strategy):
+    return getattr(strategy, "__name__", type(strategy).__name__)
+
+
 def class_balanced_picks(y_cand, classes, counts, n_instances, rng):
     """The PCB picking rule on a candidate set (:ref:`algorithms`, "Class-balanced sampling").
 
@@ -201,10 +205,18 @@ class ClassBalancedSelector(BaseSelector):
                         kwargs[key] = value
             result = base(ctx.classifier, ctx.X_pool, n_instances=n_cand, **kwargs)
             cand, cand_scores = result if isinstance(result, tuple) else (result, None)
+            cand = check_query_indices(
+                cand, ctx.n_pool, n_instances=n_cand, name=f"base={_name(self.base)}"
+            )
             if cand_scores is None:
                 cand_scores = np.zeros(len(cand))
         cand = np.asarray(cand, dtype=np.intp)
-        cand_scores = np.asarray(cand_scores, dtype=np.float64)
+        cand_scores = np.asarray(cand_scores, dtype=np.float64).reshape(-1)
+        if cand_scores.shape != cand.shape:
+            raise ValueError(
+                f"base={_name(self.base)} returned {cand.size} indices but {cand_scores.size} "
+                "scores; they must have the same length."
+            )
         y_pred = ctx.predicted_labels()
         classes = ctx.classes()
         labels = np.unique(ctx.y_labeled)
@@ -214,6 +226,10 @@ class ClassBalancedSelector(BaseSelector):
         return cand[picks], cand_scores[picks]
 
 
+@validate_params(
+    function_form_constraints(ClassBalancedSelector, base=[HasMethods(["select"]), callable, None]),
+    prefer_skip_nested_validation=False,
+)
 def class_balanced_sampling(
     classifier,
     X_pool,

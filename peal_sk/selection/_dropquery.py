@@ -5,11 +5,12 @@
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, validate_params
 
-from ..base import BaseSelector
-from ..utils._blocks import block_rows
+from ..base import BaseSelector, function_form_constraints
+from ..utils._faiss import faiss_kmeans
 from ..utils._linear_head import check_head_width, final_linear_layer, head_logits, row_chunks
+from ..utils._neighbors import nearest_untaken
 from ..utils._validation import check_features, check_rng
 from ._registry import register_selector
 
@@ -57,6 +58,18 @@ def _dropout_mismatch(Z, coef, intercept, n_passes, p, rescale, rng):
     return clean, mismatch
 
 
+@validate_params(
+    {
+        "embeddings": ["array-like"],
+        "coef": ["array-like"],
+        "intercept": ["array-like"],
+        "n_passes": [Interval(Integral, 1, None, closed="left")],
+        "p": [Interval(Real, 0, 1, closed="left")],
+        "rescale": ["boolean"],
+        "random_state": ["random_state", np.random.Generator],
+    },
+    prefer_skip_nested_validation=True,
+)
 def dropquery_scores(
     embeddings, coef, intercept, *, n_passes=3, p=0.75, rescale=True, random_state=None
 ):
@@ -103,61 +116,9 @@ def dropquery_scores(
     coef = np.atleast_2d(np.asarray(coef, dtype=np.float64))
     intercept = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
     check_head_width(coef, Z, strategy="dropquery_scores")
-    if not (isinstance(n_passes, Integral) and n_passes >= 1):
-        raise ValueError(f"n_passes must be an int >= 1; got n_passes={n_passes!r}.")
-    if not (isinstance(p, Real) and 0 <= p < 1):
-        raise ValueError(f"p must be a float in [0, 1); got p={p!r}.")
     rng = check_rng(random_state)
     _, mismatch = _dropout_mismatch(Z, coef, intercept, int(n_passes), p, rescale, rng)
     return mismatch / n_passes
-
-
-def _kmeans_centres(X, k, n_iter, seed):
-    """faiss k-means (random init from ``seed``, empty clusters split), centres float32."""
-    import faiss
-
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    km = faiss.Kmeans(
-        X.shape[1],
-        k,
-        niter=n_iter,
-        seed=seed,
-        verbose=False,
-        min_points_per_centroid=1,  # no "too few points" warning
-        max_points_per_centroid=256,  # faiss' default training sample cap (256 k)
-    )
-    km.train(X)
-    return km.centroids
-
-
-def _nearest_untaken(X, centres):
-    """For each centre in order, the nearest row of ``X`` not taken by an earlier centre.
-
-    Distances within ``1e-5 x (max |x|^2 + |c|^2)`` of the smallest count as ties (a
-    two-member cluster's centre is equidistant from both; float32 rounding must not
-    decide) and go to the lowest index. Blocked over centres (no block above
-    the block budget (``peal_sk.utils._blocks``)).
-    """
-    X = np.asarray(X)
-    centres = np.asarray(centres, dtype=X.dtype)
-    x_sq = np.einsum("ij,ij->i", X, X)
-    c_sq = np.einsum("ij,ij->i", centres, centres)
-    x_max = float(x_sq.max())
-    taken = np.zeros(len(X), dtype=bool)
-    picks = np.empty(len(centres), dtype=np.intp)
-    step = block_rows(X.dtype.itemsize * len(X))
-    for s in range(0, len(centres), step):
-        D = centres[s : s + step] @ X.T
-        D *= -2
-        D += x_sq
-        for row in range(D.shape[0]):
-            d = D[row]
-            d[taken] = np.inf
-            tol = 1e-5 * (x_max + float(c_sq[s + row]))
-            k = int(np.flatnonzero(d <= d.min() + tol)[0])
-            picks[s + row] = k
-            taken[k] = True
-    return picks
 
 
 class DropQuerySelector(BaseSelector):
@@ -177,7 +138,8 @@ class DropQuerySelector(BaseSelector):
        others; otherwise k-means with ``k = B`` on the L2-normalised candidate
        embeddings (faiss, seeded from ``random_state``) and the candidate nearest each
        centre (each centre takes its nearest candidate not taken yet, so duplicates
-       cannot repeat an index).
+       cannot repeat an index; :func:`peal_sk.utils._neighbors.nearest_untaken`: exact
+       float64 distances, exact ties to the lowest index).
 
     The final layer is ``coef_`` / ``intercept_`` of a fitted linear classifier
     (``LogisticRegression``; a binary one is used as the equivalent two-class softmax),
@@ -311,12 +273,13 @@ class DropQuerySelector(BaseSelector):
         F = np.asarray(Z[cand], dtype=np.float32)
         norms = np.linalg.norm(F, axis=1, keepdims=True)
         np.divide(F, norms, out=F, where=norms > 0)
-        centres = _kmeans_centres(F, n_instances, self.max_iter, seed)
-        picks = cand[_nearest_untaken(F, centres)]
+        centres = faiss_kmeans(F, n_instances, seed, n_iter=self.max_iter, assign=False).centres
+        picks = cand[nearest_untaken(F, centres)[0]]
         idx = picks[np.argsort(-mismatch[picks], kind="stable")]
         return idx, scores[idx]
 
 
+@validate_params(function_form_constraints(DropQuerySelector), prefer_skip_nested_validation=False)
 def dropquery_sampling(
     classifier,
     X_pool,

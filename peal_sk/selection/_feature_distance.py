@@ -3,9 +3,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 
 import numpy as np
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import StrOptions, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._neighbors import kcenter_greedy, nearest_distances
 from ..utils._parallel import N_JOBS_CONSTRAINT
 from ..utils._selection import top_k
@@ -24,6 +24,19 @@ _MODES = ("class_mean", "nearest", "kcenter")
 _UNKNOWN = ("last", "first", "exclude")
 
 
+@validate_params(
+    {
+        "X_pool": ["array-like"],
+        "X_labeled": ["array-like"],
+        "y_labeled": ["array-like", None],
+        "y_pred": ["array-like", None],
+        # per-sample scores only: "kcenter" is sequential (kcenter_sampling)
+        "mode": [StrOptions({"class_mean", "nearest"})],
+        "backend": [StrOptions({"auto", "faiss", "numpy"})],
+        "n_jobs": N_JOBS_CONSTRAINT,
+    },
+    prefer_skip_nested_validation=True,
+)
 def feature_distance_scores(
     X_pool,
     X_labeled,
@@ -70,11 +83,6 @@ def feature_distance_scores(
     >>> feature_distance_scores([[0, 0], [3, 4]], [[0, 0], [2, 0]], [0, 0], [0, 1]).tolist()
     [1.0, nan]
     """
-    if mode not in ("class_mean", "nearest"):
-        raise ValueError(
-            f"mode must be 'class_mean' or 'nearest' for per-sample scores; got mode={mode!r}"
-            " ('kcenter' is sequential: use kcenter_sampling)."
-        )
     X_pool = check_features(X_pool, name="X_pool")
     X_labeled = check_features(X_labeled, name="X_labeled", n_features=X_pool.shape[1])
     if mode == "nearest":
@@ -295,6 +303,9 @@ class KCenterSelector(BaseSelector):
         )
 
 
+@validate_params(
+    function_form_constraints(FeatureDistanceSelector), prefer_skip_nested_validation=False
+)
 def featdist_sampling(
     classifier,
     X_pool,
@@ -346,6 +357,7 @@ def featdist_sampling(
     return selector(classifier, X_pool, n_instances, X_labeled=X_labeled, y_labeled=y_labeled)
 
 
+@validate_params(function_form_constraints(KCenterSelector), prefer_skip_nested_validation=False)
 def kcenter_sampling(
     classifier,
     X_pool,

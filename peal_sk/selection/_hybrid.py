@@ -4,9 +4,9 @@
 
 from numbers import Integral
 
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._neighbors import kcenter_greedy
 from ..utils._selection import top_k
 from ._registry import register_selector
@@ -97,6 +97,7 @@ class HybridSelector(BaseSelector):
         return idx, unc[idx]
 
 
+@validate_params(function_form_constraints(HybridSelector), prefer_skip_nested_validation=False)
 def hybrid_sampling(
     classifier,
     X_pool,

@@ -7,69 +7,16 @@ from numbers import Integral
 import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.cluster import KMeans
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._blocks import block_rows
-from ..utils._neighbors import nearest_distances
+from ..utils._faiss import as_faiss_float32, faiss_kmeans
+from ..utils._neighbors import nearest_distances, nearest_untaken
 from ._lowbudget_common import distinct_rows
 from ._registry import register_selector
 
 __all__ = ["KMeansSelector", "kmeans_sampling"]
-
-
-def _nearest_untaken(F, centres):
-    """For each centre in order, the nearest sample not taken yet (ties: lowest index).
-
-    The winner is decided on exact float64 distances computed by direct differences (as
-    scipy's cdist computes them), over every sample that could be nearest, so exactly
-    tied samples (duplicates) resolve by index. Those candidates come from a float32
-    screen (one float32 matrix product per block of centres; a float64 pool is centred on
-    its mean as it is rounded to float32, a float32 pool is used as it is) with a bound on
-    its rounding: ``|d2_32 - d2| <= err_i = (2 d + 8) eps (||x_i|| + ||c||)^2`` covers
-    the rounding of the centring, of the product and of the norms, so a sample with
-    ``d2_32 - err`` above the best untaken ``d2_32 + err`` cannot be nearest. Same picks
-    as the float64 screen it replaces, at the float32 rate and with no float64 copy of
-    the features.
-    """
-    F = np.asarray(F)
-    if F.dtype == np.float32:
-        # the screen runs on the pool as it is: a centred copy would tighten the bound
-        # (the norms of centred rows are smaller) but costs a fresh array of the pool's
-        # size, about 1 s of page faults on 50,000 x 1,280, for a few more exact checks
-        mu = np.zeros(F.shape[1])
-        Fc = F
-    else:
-        mu = F.mean(axis=0, dtype=np.float64)
-        # centred in float64 and rounded once to float32 (numpy buffers the float64
-        # difference chunk by chunk): rounding the raw values first would add an error
-        # proportional to the features' offset, not to their spread
-        Fc = np.empty(F.shape, dtype=np.float32)
-        np.subtract(F, mu, out=Fc)
-    Cc = (np.asarray(centres, dtype=np.float64) - mu).astype(np.float32)
-    n, d = Fc.shape
-    f_sq = np.einsum("ij,ij->i", Fc, Fc, dtype=np.float64)
-    c_sq = np.einsum("ij,ij->i", Cc, Cc, dtype=np.float64)
-    f_norm, c_norm = np.sqrt(f_sq), np.sqrt(c_sq)
-    unit = (2 * d + 8) * float(np.finfo(np.float32).eps)
-    taken = np.zeros(n, dtype=bool)
-    picks = np.empty(len(Cc), dtype=np.intp)
-    dists = np.empty(len(Cc))
-    step = block_rows(4 * n, len(Cc))
-    for s in range(0, len(Cc), step):
-        G = Cc[s : s + step] @ Fc.T  # float32
-        for row, j in enumerate(range(s, s + G.shape[0])):
-            d2 = f_sq - 2.0 * G[row] + c_sq[j]
-            err = unit * (f_norm + c_norm[j]) ** 2
-            d2[taken] = np.inf
-            b = int(np.argmin(d2))
-            near = np.flatnonzero(d2 - err <= d2[b] + err[b])
-            diff = F[near].astype(np.float64) - np.asarray(centres[j], dtype=np.float64)
-            exact = np.einsum("ij,ij->i", diff, diff)
-            k = near[np.lexsort((near, exact))[0]]
-            picks[j], dists[j] = k, np.sqrt(exact.min())
-            taken[k] = True
-    return picks, dists
 
 
 #: Most Lloyd iterations of the faiss backend with ``max_iter="auto"`` (per stage).
@@ -92,10 +39,9 @@ SUBSPACE_EXACT_MAX = 2048
 def _faiss_lloyd(X32, centres, *, seed, max_iter):
     """Lloyd iterations of faiss from ``centres``: ``max_iter`` of them, or with
     ``"auto"`` until one lowers the objective by less than ``FAISS_TOL`` (at most
-    ``FAISS_ITER``). Returns the centres (float32), the objective of the last assignment
-    and the iterations run."""
-    import faiss
-
+    ``FAISS_ITER``). ``X32`` comes from :func:`~peal_sk.utils._faiss.as_faiss_float32`.
+    Returns the centres (float32), the objective of the last assignment and the
+    iterations run."""
     n_iter = FAISS_ITER if max_iter == "auto" else int(max_iter)
     # one Lloyd iteration per call when testing convergence (the same arithmetic as one
     # call of n iterations: tested), else all in one call
@@ -103,19 +49,19 @@ def _faiss_lloyd(X32, centres, *, seed, max_iter):
     n_clusters = centres.shape[0]
     objective, done = None, 0
     while done < n_iter:
-        km = faiss.Kmeans(
-            X32.shape[1],
+        km = faiss_kmeans(
+            X32,
             n_clusters,
-            niter=chunk,
-            seed=seed,
-            # cluster every sample (no subsampling); no warning about small pools
+            seed,
+            n_iter=chunk,
+            # cluster every sample (no subsampling)
             max_points_per_centroid=max(256, -(-X32.shape[0] // n_clusters)),
-            min_points_per_centroid=1,
-            verbose=False,
+            init_centroids=centres,
+            assign=False,
+            prepared=True,
         )
-        km.train(X32, init_centroids=centres)
-        centres, done = km.centroids, done + chunk
-        previous, objective = objective, float(km.obj[-1])
+        centres, done = km.centres, done + chunk
+        previous, objective = objective, km.objective
         if max_iter == "auto" and previous is not None:
             if previous - objective < FAISS_TOL * objective:
                 break
@@ -182,6 +128,9 @@ def _kmeans_centres(F, n_clusters, seed, *, backend, n_init, max_iter, init="ran
 
     Returns the centres (float64), the k-means objective, the full-space Lloyd iterations
     run and the subspace iterations run before them (``init="subspace"``; else 0).
+    faiss runs on :func:`~peal_sk.utils._faiss.as_faiss_float32`'s copy (features of
+    extreme magnitude scaled by a power of two); centres and objective are returned in
+    the units of ``F``.
     """
     if backend == "sklearn":
         km = KMeans(
@@ -191,7 +140,7 @@ def _kmeans_centres(F, n_clusters, seed, *, backend, n_init, max_iter, init="ran
             random_state=seed,
         ).fit(F)
         return km.cluster_centers_, float(km.inertia_), int(km.n_iter_), 0
-    X32 = np.ascontiguousarray(F, dtype=np.float32)
+    X32, scale = as_faiss_float32(F)
     # initial centres: distinct rows drawn at random (faiss's own draw can take the same
     # point twice when rows are duplicated, leaving a cluster empty)
     rs = np.random.default_rng(seed)
@@ -213,7 +162,8 @@ def _kmeans_centres(F, n_clusters, seed, *, backend, n_init, max_iter, init="ran
         centres, objective, done = _faiss_lloyd(X32, start, seed=seed, max_iter=max_iter)
         if best is None or objective < best[1]:
             best = (centres.astype(np.float64), objective, done, sub_iter)
-    return best
+    centres, objective, done, sub_iter = best
+    return centres / scale, objective / scale**2, done, sub_iter
 
 
 class KMeansSelector(BaseSelector):
@@ -346,10 +296,11 @@ class KMeansSelector(BaseSelector):
             init=init,
         )
         self.cluster_centers_ = centres
-        picks, dists = _nearest_untaken(F, centres)
+        picks, dists = nearest_untaken(F, centres)
         return picks, dists
 
 
+@validate_params(function_form_constraints(KMeansSelector), prefer_skip_nested_validation=False)
 def kmeans_sampling(
     classifier,
     X_pool,

@@ -1,13 +1,12 @@
 """Helpers shared by the low-budget cold-start strategies (TypiClust, ProbCover).
 
-Not public: L2 normalisation, stacking the pool with the labelled samples, a
-seeded faiss k-means, distinct rows and duplicate-row groups (also used by k-means's
-initial centres) and a clip of the cluster count to the number of distinct rows.
+Not public: L2 normalisation, stacking the pool with the labelled samples, distinct
+rows and duplicate-row groups (also used by k-means's initial centres) and a clip of the
+cluster count to the number of distinct rows. Their k-means is
+:func:`peal_sk.utils._faiss.faiss_kmeans`.
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
-
-import contextlib
 
 import numpy as np
 
@@ -19,7 +18,7 @@ __all__ = []
 def l2_normalize(X, dtype=None):
     """A normalised copy of ``X`` (rows of norm 1; all-zero rows stay zero)."""
     out = np.array(X, dtype=dtype or X.dtype, copy=True)
-    step = 65_536
+    step = block_rows(8 * out.shape[1], len(out))
     for s in range(0, len(out), step):
         block = out[s : s + step]
         norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
@@ -95,7 +94,7 @@ def n_distinct_at_least(X, k):
         return min(k, n)
     v = np.random.default_rng(0).uniform(0.5, 1.5, size=d)
     h = np.empty(n)
-    step = 65_536
+    step = block_rows(8 * d, n)
     for s in range(0, n, step):
         h[s : s + step] = X[s : s + step].astype(np.float64) @ v
     h.sort()
@@ -106,55 +105,3 @@ def n_distinct_at_least(X, k):
     if n_groups >= k:
         return k
     return min(k, int(np.unique(_row_view(X)).size))
-
-
-def faiss_kmeans(X, n_clusters, seed, *, n_iter, max_points_per_centroid=256):
-    """Seeded faiss k-means; returns (centres, labels) with labels of every row of ``X``.
-
-    Trained on at most ``max_points_per_centroid * n_clusters`` rows (a seeded
-    subsample), then every row is assigned to its nearest centre. ``n_clusters`` must
-    not exceed the number of distinct rows (see
-    :func:`n_distinct_at_least`). Clusters may come out empty: callers ignore them.
-    """
-    import faiss
-
-    X32 = np.ascontiguousarray(X, dtype=np.float32)
-    n, d = X32.shape
-    if n_clusters == 1:
-        centre = X32.mean(axis=0, dtype=np.float64).astype(np.float32)[None, :]
-        return centre, np.zeros(n, dtype=np.intp)
-    km = faiss.Kmeans(
-        d,
-        int(n_clusters),
-        niter=int(n_iter),
-        seed=int(seed),
-        verbose=False,
-        min_points_per_centroid=1,  # no warning for few points per centre
-        # training subsample: faiss' default is 256 rows per centre
-        max_points_per_centroid=int(max_points_per_centroid),
-    )
-    with _few_threads_when_small(n * n_clusters * d):
-        km.train(X32)
-        labels = np.empty(n, dtype=np.intp)
-        step = 65_536
-        for s in range(0, n, step):
-            _, idx = km.index.search(X32[s : s + step], 1)
-            labels[s : s + step] = idx[:, 0]
-    return km.centroids.copy(), labels
-
-
-@contextlib.contextmanager
-def _few_threads_when_small(work, threshold=5e7):
-    """One faiss (OpenMP) thread for small problems: there, thread start-up and barriers
-    cost more than the work (1 s instead of 1 ms for 200 points on a busy machine)."""
-    import faiss
-
-    if work >= threshold:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)

@@ -15,17 +15,13 @@ import math
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ..base import BaseSelector
-from ..utils._blocks import block_rows
+from ..base import BaseSelector, function_form_constraints
+from ..utils._blocks import FAISS_QUERY_BLOCK, block_rows, sq_distances
+from ..utils._faiss import faiss_kmeans, few_threads_when_small, float32_scale
 from ..utils._parallel import N_JOBS_CONSTRAINT, piece_bounds, run_pieces
-from ._lowbudget_common import (
-    _few_threads_when_small,
-    faiss_kmeans,
-    n_distinct_at_least,
-    stack_features,
-)
+from ._lowbudget_common import n_distinct_at_least, stack_features
 from ._registry import register_selector
 
 __all__ = ["ProbCoverSelector", "probcover_sampling"]
@@ -34,10 +30,12 @@ _EPS32 = 2.0**-24
 #: ``search="auto"`` searches exactly while n_pool**2 * n_features stays below this
 #: (about 5 s of float32 GEMM on one core of the development machine)
 EXACT_WORK = 1.5e11
-#: query rows per range-search chunk
-CHUNK = 4096
+#: query rows per range-search chunk (one of faiss's query blocks)
+CHUNK = FAISS_QUERY_BLOCK
 #: blocks of pool rows per parallel piece of the purity estimate
 _BLOCKS_PER_PIECE = 8
+#: random rows and columns whose pairwise distances give the coverage radius
+COVERAGE_ROWS, COVERAGE_COLS = 256, 16_384
 
 
 def _sq_norms(X):
@@ -73,13 +71,24 @@ def _nearest_other_rows(Q, q_sq, q_lab, step, F, f_sq, labels):
     """Per query, the smallest squared distance to a row of ``F`` of another label."""
     best = np.full(len(Q), np.inf)
     for s in range(0, len(F), step):
-        D = Q @ F[s : s + step].T
-        D *= -2
-        D += q_sq[:, None]
-        D += f_sq[None, s : s + step]
+        D = sq_distances(Q, F[s : s + step], q_sq, f_sq[s : s + step], clip=False)
         D[q_lab[:, None] == labels[None, s : s + step]] = np.inf
         np.minimum(best, D.min(axis=1), out=best)
     return best
+
+
+def _coverage_delta(F, share, rng):
+    """The ``share``-quantile of the distance between two distinct random rows of ``F``:
+    a ball of that radius holds on average about ``share`` of the rows. Estimated from
+    ``COVERAGE_ROWS x COVERAGE_COLS`` random pairs (one bounded block)."""
+    n = len(F)
+    rows = rng.choice(n, size=min(n, COVERAGE_ROWS), replace=False)
+    cols = rng.choice(n, size=min(n, COVERAGE_COLS), replace=False)
+    D = sq_distances(F[rows], F[cols])[rows[:, None] != cols[None, :]]
+    if D.size == 0:  # a single row
+        return 0.0
+    q = min(D.size - 1, max(0, math.ceil(share * D.size) - 1))
+    return float(np.sqrt(np.partition(D, q)[q]))
 
 
 def _purity_delta(r, alpha):
@@ -145,7 +154,7 @@ def _search_balls(F, F32, n_pool, delta2, tol, rows):
     Q = np.ascontiguousarray(F32[rows])
     nq = len(rows)
     P32 = F32[:n_pool]
-    with _few_threads_when_small(nq * n_pool * Q.shape[1]):
+    with few_threads_when_small(nq * n_pool * Q.shape[1]):
         lims, D, I = _range_search(P32, Q, delta2 + tol)
     counts = np.diff(lims).astype(np.int64)
     q = np.repeat(np.asarray(rows, dtype=np.int64), counts)
@@ -183,11 +192,11 @@ def _cell_graph(F32, delta2, nprobe, rng, max_edges, too_many, n_jobs=None):
     n, d = F32.shape
     nlist = max(1, int(np.sqrt(n)))
     seed = int(rng.integers(np.iinfo(np.int32).max))
-    centres, labels = faiss_kmeans(F32, nlist, seed, n_iter=5, max_points_per_centroid=64)
-    centres = centres.astype(np.float64)
+    km = faiss_kmeans(F32, nlist, seed, n_iter=5, max_points_per_centroid=64)
+    centres, labels = km.centres.astype(np.float64), km.labels
     sq = np.einsum("ij,ij->i", F32, F32)
     diff_sq = np.empty(n)
-    step = 65_536
+    step = block_rows(8 * d, n)
     centres32 = centres.astype(np.float32)
     for s in range(0, n, step):
         diff = F32[s : s + step] - centres32[labels[s : s + step]]
@@ -243,10 +252,7 @@ def _cell_edges(F32, sq, delta2, members, cand):
     rows, cols = [], []
     for s in range(0, len(members), step):
         m = members[s : s + step]
-        D = F32[m] @ Cand.T
-        D *= -2
-        D += sq[m][:, None]
-        D += sq[cand][None, :]
+        D = sq_distances(F32[m], Cand, sq[m], sq[cand], clip=False)
         i, j = np.nonzero(D < delta2)
         keep = m[i] != cand[j]  # self is added by the caller
         rows.append(m[i[keep]].astype(np.int32))
@@ -265,11 +271,27 @@ class ProbCoverSelector(BaseSelector):
 
     ``delta`` is given, or estimated by purity: k-means with ``n_classes`` centres gives
     pseudo-labels; a ball is pure when every sample in it shares its centre's
-    pseudo-label; ``delta_`` is the largest radius at which at least ``alpha`` of the
-    balls of ``purity_samples`` random samples (pool and labelled) are pure, searched
-    against all samples. Purity decreases with delta, so that radius is exactly the
-    ``ceil(alpha m)``-th largest distance from a sampled point to its nearest point of
-    another pseudo-label; no bisection is needed.
+    pseudo-label; the purity radius (``purity_delta_``) is the largest radius at which at
+    least ``alpha`` of the balls of ``purity_samples`` random samples (pool and
+    labelled) are pure, searched against all samples. Purity decreases with delta, so
+    that radius is exactly the ``ceil(alpha m)``-th largest distance from a sampled point
+    to its nearest point of another pseudo-label; no bisection is needed.
+
+    **Minimum coverage (``budget_coverage``).** The purity rule alone can give balls so
+    small that they hold only their own centre: on CIFAR-10 EfficientNet-Lite0 features
+    the purity radius (about 0.70) leaves the median ball with one sample, the greedy
+    cover collapses into a few dense corners (10 % of the pool covered with 500 labels)
+    and loses 4-7 points to random sampling at 250 and 500 labels. So the estimated
+    ``delta_`` is at least the radius at which the average ball holds
+    ``budget_coverage / B`` of the samples, ``B`` being the labelled samples plus
+    ``n_instances``: ``B`` balls could then hold ``budget_coverage`` times the pool if
+    they did not overlap (the radius is the ``budget_coverage / B``-quantile of the
+    distance between two random samples, estimated from 256 x 16,384 random pairs; capped
+    so that it alone asks for at most half of ``max_edges``). The
+    radius shrinks as the labelled set grows, so coverage grows with the budget; where
+    the data are well separated the purity radius is the larger one and is kept, as in
+    the paper. ``budget_coverage=None`` is the paper's purity rule alone. Measured in
+    the documentation's benchmark page (``benchmarks/results/probcover_radius*.json``).
 
     Decisions (the definition leaves them open or the official code gets them wrong):
 
@@ -298,7 +320,12 @@ class ProbCoverSelector(BaseSelector):
         Number of k-means pseudo-classes of the purity estimate (the number of classes
         of the task); unused when ``delta`` is given.
     alpha : float, default=0.95
-        Purity the estimated ``delta_`` keeps.
+        Purity the purity radius keeps.
+    budget_coverage : float or None, default=0.5
+        Minimum coverage of the estimated radius: ``delta_`` is at least the radius at
+        which a ball holds on average ``budget_coverage / (n_labeled + n_instances)`` of
+        the samples (see above). None: the purity radius alone (the paper's rule).
+        Unused when ``delta`` is given.
     purity_samples : int, default=1000
         Sampled balls of the purity estimate.
     normalize : bool, default=True
@@ -326,6 +353,9 @@ class ProbCoverSelector(BaseSelector):
     ----------
     delta_ : float
         The radius used by the last query.
+    purity_delta_ : float or None
+        The purity radius of the last query (None when ``delta`` was given or every
+        sample has the same pseudo-label).
     coverage_ : float
         Share of the pool covered after the last query (by labelled and picked samples).
     n_edges_ : int
@@ -360,6 +390,7 @@ class ProbCoverSelector(BaseSelector):
         "nprobe": [Interval(Integral, 1, None, closed="left")],
         "max_edges": [Interval(Integral, 1, None, closed="left")],
         "kmeans_iter": [Interval(Integral, 1, None, closed="left")],
+        "budget_coverage": [Interval(Real, 0, None, closed="neither"), None],
         "n_jobs": N_JOBS_CONSTRAINT,
     }
 
@@ -369,6 +400,7 @@ class ProbCoverSelector(BaseSelector):
         delta=None,
         n_classes=10,
         alpha=0.95,
+        budget_coverage=0.5,
         purity_samples=1000,
         normalize=True,
         search="auto",
@@ -381,6 +413,7 @@ class ProbCoverSelector(BaseSelector):
         self.delta = delta
         self.n_classes = n_classes
         self.alpha = alpha
+        self.budget_coverage = budget_coverage
         self.purity_samples = purity_samples
         self.normalize = normalize
         self.search = search
@@ -395,27 +428,46 @@ class ProbCoverSelector(BaseSelector):
         tags.selector_tags.uses_embeddings = True
         return tags
 
-    def _estimate_delta(self, F, rng):
+    def _estimate_delta(self, F, rng, n_budget, n_pool):
+        """The purity radius, raised to the budget's coverage radius (see the class)."""
         n = len(F)
         k = n_distinct_at_least(F, self.n_classes)
         seed = int(rng.integers(np.iinfo(np.int32).max))
         queries = np.sort(rng.choice(n, size=min(n, self.purity_samples), replace=False))
         if k < 2:
             return math.inf
-        _, labels = faiss_kmeans(F, k, seed, n_iter=self.kmeans_iter)
+        labels = faiss_kmeans(F, k, seed, n_iter=self.kmeans_iter).labels
         r = _nearest_other_label(F, labels, queries, self.n_jobs)
-        return _purity_delta(r, self.alpha)
+        self.purity_delta_ = _purity_delta(r, self.alpha)
+        if self.budget_coverage is None:
+            return self.purity_delta_
+        share = min(1.0, float(self.budget_coverage) / n_budget)
+        # the coverage radius alone never asks for more than half of max_edges
+        share = min(share, 0.5 * self.max_edges / float(n_pool) ** 2)
+        return max(self.purity_delta_, _coverage_delta(F, share, rng))
 
     def _query(self, ctx, n_instances, rng):
         F_pool, F_lab = ctx.pool_embeddings(), ctx.labeled_embeddings()
         n_pool, d = F_pool.shape
         F = stack_features(F_pool, F_lab, normalize=self.normalize)
-        delta = self.delta if self.delta is not None else self._estimate_delta(F, rng)
+        # the range search is float32: features of extreme magnitude (normalize=False)
+        # are scaled by a power of two, which changes no ball; delta_ is reported unscaled
+        scale = float32_scale(F.min(), F.max(), d)
+        if scale != 1.0:
+            F = F * F.dtype.type(scale)
+        self.purity_delta_ = None
+        if self.delta is not None:
+            delta = self.delta * scale
+        else:
+            n_budget = (0 if F_lab is None else len(F_lab)) + n_instances
+            delta = self._estimate_delta(F, rng, n_budget, n_pool)
         if not math.isfinite(delta):
             # one pseudo-class (e.g. a single distinct row): every ball is pure at any
             # radius; take one that holds every sample
             delta = 2.0 * float(np.sqrt(_sq_norms(F).max())) + 1.0
-        self.delta_ = float(delta)
+        self.delta_ = float(delta) / scale
+        if self.purity_delta_ is not None:
+            self.purity_delta_ /= scale
         method = self.search
         if method == "auto":
             method = "exact" if float(n_pool) ** 2 * d <= EXACT_WORK else "ivf"
@@ -464,7 +516,13 @@ class ProbCoverSelector(BaseSelector):
         return (
             f"ProbCover's ball graph would hold {what} edges at delta_={self.delta_:.4g}, "
             f"more than max_edges={self.max_edges:,} (4 bytes each). Pass a smaller delta, "
-            "a larger max_edges, or fewer samples."
+            "a larger max_edges, or fewer samples"
+            + (
+                f" (the purity radius purity_delta_={self.purity_delta_:.4g} is that large: "
+                "a smaller alpha or a larger n_classes lowers it)."
+                if self.delta is None and self.purity_delta_ is not None
+                else "."
+            )
         )
 
 
@@ -500,6 +558,7 @@ def _greedy_cover(indptr, indices, covered, n_instances, rng):
     return np.asarray(picks, dtype=np.intp), np.asarray(scores), n_filled
 
 
+@validate_params(function_form_constraints(ProbCoverSelector), prefer_skip_nested_validation=False)
 def probcover_sampling(
     classifier,
     X_pool,
@@ -510,6 +569,7 @@ def probcover_sampling(
     delta=None,
     n_classes=10,
     alpha=0.95,
+    budget_coverage=0.5,
     purity_samples=1000,
     normalize=True,
     search="auto",
@@ -529,8 +589,8 @@ def probcover_sampling(
     n_instances : int, default=1
     X_labeled, y_labeled : array-like, default=None
         Labelled samples (default: the learner's ``X_training`` / ``y_training``).
-    delta, n_classes, alpha, purity_samples, normalize, search, nprobe, max_edges, \
-kmeans_iter, random_state, n_jobs
+    delta, n_classes, alpha, budget_coverage, purity_samples, normalize, search, nprobe, \
+max_edges, kmeans_iter, random_state, n_jobs
         See :class:`ProbCoverSelector`.
 
     Returns
@@ -552,6 +612,7 @@ kmeans_iter, random_state, n_jobs
         delta=delta,
         n_classes=n_classes,
         alpha=alpha,
+        budget_coverage=budget_coverage,
         purity_samples=purity_samples,
         normalize=normalize,
         search=search,

@@ -3,8 +3,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 
 import numpy as np
+from sklearn.utils._param_validation import validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ._registry import register_selector
 
 __all__ = ["RandomSelector", "random_sampling"]
@@ -40,6 +41,7 @@ class RandomSelector(BaseSelector):
         return idx, np.zeros(n_instances)
 
 
+@validate_params(function_form_constraints(RandomSelector), prefer_skip_nested_validation=False)
 def random_sampling(classifier, X_pool, n_instances=1, *, random_state=None):
     """modAL query strategy: uniform random sampling (see :class:`RandomSelector`).
 

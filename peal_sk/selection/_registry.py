@@ -10,6 +10,8 @@ tests and its documentation entry, nothing else.
 # SPDX-License-Identifier: BSD-3-Clause
 
 import difflib
+import functools
+import inspect
 import json
 from dataclasses import dataclass, field
 
@@ -40,7 +42,9 @@ class SelectorInfo:
     selector : type
         The :class:`~peal_sk.base.BaseSelector` subclass.
     function : callable or None
-        The modAL query function ``function(classifier, X_pool, n_instances, **kwargs)``.
+        The modAL query function ``function(classifier, X_pool, n_instances, **kwargs)``,
+        with ``defaults`` applied (``"centroid"``: ``kmeans_sampling`` with
+        ``normalize=True`` unless the caller says otherwise).
     defaults : dict
         Parameters the name stands for (``"featdist"`` is
         ``FeatureDistanceSelector(mode="class_mean")``); estimators among them are cloned
@@ -142,8 +146,37 @@ def register_selector(name, selector, function=None, *, defaults=None, batch_def
             f"A selector is already registered as {name!r} ({old.selector.__name__}); "
             "choose another name."
         )
-    _REGISTRY[name] = SelectorInfo(name, selector, function, dict(defaults or {}), batch_defaults)
+    defaults = dict(defaults or {})
+    if function is not None and defaults:
+        function = _function_with_defaults(function, defaults)
+    _REGISTRY[name] = SelectorInfo(name, selector, function, defaults, batch_defaults)
     return selector
+
+
+def _function_with_defaults(function, defaults):
+    """``function`` with the registered ``defaults`` applied unless the caller passes them,
+    so that the function form of a name runs what the name stands for (``"centroid"``:
+    ``kmeans_sampling(..., normalize=True)``); estimators are cloned for every call."""
+    sig = inspect.signature(function)
+    unknown = sorted(set(defaults) - set(sig.parameters))
+    if unknown:
+        raise TypeError(f"{function.__name__} has no parameter(s) {unknown} to default.")
+
+    @functools.wraps(function)
+    def strategy(*args, **kwargs):
+        bound = sig.bind_partial(*args, **kwargs)
+        for key, value in defaults.items():
+            if key not in bound.arguments:
+                bound.arguments[key] = clone(value) if hasattr(value, "get_params") else value
+        return function(*bound.args, **bound.kwargs)
+
+    strategy.__signature__ = sig.replace(
+        parameters=[
+            p.replace(default=defaults[p.name]) if p.name in defaults else p
+            for p in sig.parameters.values()
+        ]
+    )
+    return strategy
 
 
 def _filled():

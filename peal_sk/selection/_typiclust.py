@@ -12,18 +12,14 @@ Decisions the specification leaves open are documented on :class:`TypiClustSelec
 from numbers import Integral
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ..base import BaseSelector
-from ..utils._blocks import block_rows
+from ..base import BaseSelector, function_form_constraints
+from ..utils._blocks import FAISS_SEARCH_ROWS, block_rows, sq_distances
+from ..utils._faiss import as_faiss_float32, faiss_kmeans
 from ..utils._parallel import N_JOBS_CONSTRAINT, effective_n_jobs, piece_bounds, run_pieces
 from ..utils._validation import check_features
-from ._lowbudget_common import (
-    duplicate_groups,
-    faiss_kmeans,
-    n_distinct_at_least,
-    stack_features,
-)
+from ._lowbudget_common import duplicate_groups, n_distinct_at_least, stack_features
 from ._registry import register_selector
 
 __all__ = ["TypiClustSelector", "typicality_scores", "typiclust_sampling"]
@@ -67,11 +63,7 @@ def _knn_mean_rows(X, sq, groups, dup, k, squared, step, rows):
     has_dup = bool(dup.any())
     for s in range(0, len(rows), step):
         r = rows[s : s + step]
-        D = X[r] @ X.T
-        D *= -2
-        D += sq[r][:, None]
-        D += sq[None, :]
-        np.maximum(D, 0, out=D)
+        D = sq_distances(X[r], X, sq[r], sq)
         if has_dup:
             dup_rows = np.flatnonzero(dup[r])
             sub = D[dup_rows]
@@ -103,7 +95,7 @@ def _knn_mean_approx(X, k, groups, squared, draws):
     """
     import faiss
 
-    X32 = np.ascontiguousarray(X, dtype=np.float32)
+    X32, scale = as_faiss_float32(X)
     n, d = X32.shape
     nlist = max(1, int(np.sqrt(n)))
     quantizer = faiss.IndexFlatL2(d)
@@ -115,11 +107,11 @@ def _knn_mean_approx(X, k, groups, squared, draws):
     index.add(X32)
     index.nprobe = min(nlist, 8)
     out = np.empty(n)
-    step = 16_384
+    step = FAISS_SEARCH_ROWS
     for s in range(0, n, step):
         D, I = index.search(X32[s : s + step], k + 1)
         rows = np.arange(s, min(s + step, n))
-        D = np.maximum(D.astype(np.float64), 0)
+        D = np.maximum(D.astype(np.float64), 0) / scale**2
         valid = I >= 0
         Ic = np.where(valid, I, 0)
         D[valid & (groups[Ic] == groups[rows][:, None])] = 0.0
@@ -163,6 +155,15 @@ def _most_typical(squared, knn_exact_max, X, k, groups, draws=None):
     return int(cand[best]), float(typ[best])
 
 
+@validate_params(
+    {
+        "X": ["array-like"],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "squared": ["boolean"],
+        "n_jobs": N_JOBS_CONSTRAINT,
+    },
+    prefer_skip_nested_validation=True,
+)
 def typicality_scores(X, *, n_neighbors=20, squared=False, n_jobs=None):
     """Typicality of every row of ``X`` among the rows of ``X``.
 
@@ -195,26 +196,12 @@ def typicality_scores(X, *, n_neighbors=20, squared=False, n_jobs=None):
     [10.0, 10.0, 10.0, 0.21]
     """
     X = check_features(X, name="X")
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, Integral | np.integer):
-        raise TypeError(f"n_neighbors must be an int >= 1; got {n_neighbors!r}.")
-    if n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be >= 1; got n_neighbors={n_neighbors}.")
-    _check_n_jobs(n_jobs)
     n = X.shape[0]
     k = min(int(n_neighbors), n // 2)
     if k == 0:
         return np.zeros(n)
     groups = duplicate_groups(X)
     return 1.0 / (_knn_mean_exact(X, k, groups, bool(squared), n_jobs=n_jobs) + EPS)
-
-
-def _check_n_jobs(n_jobs):
-    if n_jobs is None:
-        return
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral | np.integer) or n_jobs == 0:
-        raise InvalidParameterError(
-            f"n_jobs must be None, an int >= 1 or an int <= -1; got n_jobs={n_jobs!r}."
-        )
 
 
 def _cluster_order(sizes, n_labeled_in, min_cluster_size):
@@ -361,9 +348,10 @@ class TypiClustSelector(BaseSelector):
         F = stack_features(F_pool, F_lab, normalize=self.normalize)
         k = n_distinct_at_least(F, min(n_lab + n_instances, self.max_clusters))
         seed = int(rng.integers(np.iinfo(np.int32).max))
-        centres, labels = faiss_kmeans(
+        km = faiss_kmeans(
             F, k, seed, n_iter=self.kmeans_iter, max_points_per_centroid=KMEANS_POINTS
         )
+        centres, labels = km.centres, km.labels
         self.n_clusters_ = int(k)
         self.cluster_centers_ = centres
         self.labels_, self.labeled_labels_ = labels[:n_pool], labels[n_pool:]
@@ -462,6 +450,7 @@ def _typiclust_from_clusters(
     return picks, scores
 
 
+@validate_params(function_form_constraints(TypiClustSelector), prefer_skip_nested_validation=False)
 def typiclust_sampling(
     classifier,
     X_pool,

@@ -4,8 +4,9 @@
 
 import numpy as np
 from scipy.special import entr
+from sklearn.utils._param_validation import validate_params
 
-from ..base import BaseSelector
+from ..base import BaseSelector, function_form_constraints
 from ..utils._validation import check_proba
 from ._registry import register_selector
 
@@ -27,6 +28,7 @@ def _proba(proba):
     return check_proba(proba, proba.shape[0] if proba.ndim else 0, name="proba")
 
 
+@validate_params({"proba": ["array-like"]}, prefer_skip_nested_validation=True)
 def entropy_scores(proba):
     """Shannon entropy of each row, ``-sum_c p_c log p_c`` with ``0 log 0 = 0``.
 
@@ -51,6 +53,7 @@ def entropy_scores(proba):
     return entr(_proba(proba)).sum(axis=1)
 
 
+@validate_params({"proba": ["array-like"]}, prefer_skip_nested_validation=True)
 def margin_scores(proba):
     """Margin between the two most probable classes, ``p_(1) - p_(2)``.
 
@@ -76,6 +79,7 @@ def margin_scores(proba):
     return top2[:, 0] - top2[:, 1]
 
 
+@validate_params({"proba": ["array-like"]}, prefer_skip_nested_validation=True)
 def least_confident_scores(proba):
     """One minus the largest class probability, ``1 - p_(1)``.
 
@@ -210,6 +214,7 @@ class LeastConfidentSelector(_UncertaintySelector):
     _score_fn = staticmethod(least_confident_scores)
 
 
+@validate_params(function_form_constraints(EntropySelector), prefer_skip_nested_validation=False)
 def entropy_sampling(classifier, X_pool, n_instances=1, *, random_state=None):
     """modAL query strategy: entropy sampling (see :class:`EntropySelector`).
 
@@ -240,6 +245,7 @@ def entropy_sampling(classifier, X_pool, n_instances=1, *, random_state=None):
     return EntropySelector(random_state=random_state)(classifier, X_pool, n_instances)
 
 
+@validate_params(function_form_constraints(MarginSelector), prefer_skip_nested_validation=False)
 def margin_sampling(classifier, X_pool, n_instances=1, *, random_state=None):
     """modAL query strategy: margin sampling (see :class:`MarginSelector`).
 
@@ -270,6 +276,9 @@ def margin_sampling(classifier, X_pool, n_instances=1, *, random_state=None):
     return MarginSelector(random_state=random_state)(classifier, X_pool, n_instances)
 
 
+@validate_params(
+    function_form_constraints(LeastConfidentSelector), prefer_skip_nested_validation=False
+)
 def least_confident_sampling(classifier, X_pool, n_instances=1, *, random_state=None):
     """modAL query strategy: least-confident sampling (see :class:`LeastConfidentSelector`).
 

@@ -18,7 +18,11 @@ from sklearn import get_config
 from sklearn.utils._chunking import get_chunk_n_rows
 
 __all__ = [
+    "FAISS_BLAS_MIN",
+    "FAISS_QUERY_BLOCK",
+    "FAISS_SEARCH_ROWS",
     "MAX_BLOCK_MIB",
+    "SMALL_BLOCK_ROWS",
     "block_rows",
     "single_blas_thread",
     "sq_distances",
@@ -28,6 +32,20 @@ __all__ = [
 
 #: Upper bound (MiB) on one block of temporaries, whatever ``working_memory`` says.
 MAX_BLOCK_MIB = 64
+#: Row cap of blocks that loop many times over few columns (BiLAF's assignment to its
+#: cores): their temporaries stay below malloc's mmap threshold and are reused
+SMALL_BLOCK_ROWS = 2048
+
+# faiss's searches are blocked by faiss itself, and a query's arithmetic depends on the
+# block it falls in: those block sizes are fixed (not by ``working_memory``), so that a
+# selection does not depend on the configuration.
+#: faiss searches queries in blocks of this many rows (``distance_compute_blas_query_bs``)
+FAISS_QUERY_BLOCK = 4096
+#: below this many queries faiss switches from its BLAS kernel to another one
+FAISS_BLAS_MIN = 20
+#: query rows per call of a faiss search (16 of faiss's blocks): bounds the outputs and
+#: keeps chunk boundaries on faiss's own block boundaries
+FAISS_SEARCH_ROWS = 16 * FAISS_QUERY_BLOCK
 
 
 def working_memory_mib():

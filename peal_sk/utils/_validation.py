@@ -14,8 +14,10 @@ from sklearn.utils.validation import _num_samples
 
 __all__ = [
     "check_features",
+    "check_no_inf",
     "check_n_instances",
     "check_proba",
+    "check_query_indices",
     "check_rng",
     "n_samples",
 ]
@@ -62,6 +64,10 @@ _SAFE_NORM = {
 }
 
 
+#: below this largest magnitude, squared distances would lose digits to subnormals
+_TINY = {np.float32: 2.0**-50, np.float64: 2.0**-450}
+
+
 def _is_sparse(X):
     try:
         import scipy.sparse as sp
@@ -73,10 +79,10 @@ def _is_sparse(X):
 def check_features(X, *, name="X_pool", n_features=None):
     """Validate 2-D numeric, finite features; float32 stays float32, others become float64.
 
-    Float32 features so large that squared distances would overflow float32 (or lose
-    everything to rounding) are computed in float64 instead, which changes no selection
-    of a distance-based selector; features too large even for float64 are refused with
-    a hint to rescale them. Sparse matrices are refused (densify or reduce them first).
+    Float32 features so large (or so small) that squared distances would overflow
+    float32 (or underflow to subnormals) are computed in float64 instead, which changes
+    no selection of a distance-based selector; features beyond float64's range are
+    refused with a hint to rescale them. Sparse matrices are refused (densify or reduce them first).
     The input is never modified (a copy is made only when a conversion is needed).
     """
     if _is_sparse(X):
@@ -122,15 +128,77 @@ def check_features(X, *, name="X_pool", n_features=None):
     # squared distances sum n_features terms of up to (2 * max|x|)^2 each
     magnitude = max(abs(lo), abs(hi))
     scale = magnitude * 2.0 * np.sqrt(arr.shape[1])
-    if arr.dtype == np.float32 and scale > _SAFE_NORM[np.float32]:
+    tiny = 0.0 < magnitude < _TINY[arr.dtype.type]  # squares would turn subnormal
+    if arr.dtype == np.float32 and (scale > _SAFE_NORM[np.float32] or tiny):
         arr = arr.astype(np.float64)
-    if scale > _SAFE_NORM[np.float64]:
+        tiny = 0.0 < magnitude < _TINY[np.float64]
+    if scale > _SAFE_NORM[np.float64] or tiny:
         raise ValueError(
             f"{name} has values of magnitude {magnitude:.3g}: squared distances "
-            "would overflow even in float64. Rescale the features (e.g. StandardScaler) "
-            "first."
+            f"would {'underflow' if tiny else 'overflow'} even in float64. Rescale the "
+            "features (e.g. StandardScaler) first."
         )
     return arr
+
+
+def check_no_inf(X, *, name="X_pool"):
+    """Refuse a numeric array (or DataFrame) holding +-inf; anything else passes as is.
+
+    Every selector sees the pool, even those that never compute on it (random
+    sampling), so an infinity is refused there before it reaches a model or a
+    distance. NaN passes: scikit-learn estimators such as HistGradientBoosting take it
+    as a missing value (selectors that compute distances refuse it, see
+    :func:`check_features`). Lists (of images, of file paths) are not inspected.
+    """
+    if hasattr(X, "dtypes") and hasattr(X, "to_numpy"):  # a DataFrame: numeric columns
+        try:
+            X = X.select_dtypes(include="number").to_numpy()
+        except (AttributeError, TypeError, ValueError):
+            return
+    if not isinstance(X, np.ndarray) or X.dtype.kind != "f" or X.size == 0:
+        return
+    lo, hi = X.min(), X.max()
+    if np.isfinite(lo) and np.isfinite(hi):
+        return
+    inf = np.isinf(X)  # only reached with NaN or inf somewhere
+    if inf.any():
+        pos = tuple(int(i) for i in np.argwhere(inf)[0])
+        where = f"row {pos[0]}, column {pos[1]}" if len(pos) == 2 else f"index {pos}"
+        raise ValueError(
+            f"{name} contains NaN or infinite values (first infinity at {where}: "
+            f"{X[pos]!r}); remove those samples or replace the values before selecting."
+        )
+
+
+def check_query_indices(query_idx, n_pool, *, n_instances=None, name="query_strategy"):
+    """Validate the indices a user's strategy returned; the clean ``np.intp`` array.
+
+    1-D (a scalar counts as one index) integers in ``[0, n_pool)`` without duplicates,
+    and exactly ``n_instances`` of them when given. ``name`` names the strategy in the
+    message (e.g. ``"core_selector=<function f>"``).
+    """
+    idx = np.asarray(query_idx)
+    if idx.dtype.kind not in "iu" and not (idx.size == 0 and idx.dtype.kind == "f"):
+        raise TypeError(f"{name} returned indices of dtype {idx.dtype}; expected integers.")
+    if idx.ndim > 1:
+        raise ValueError(f"{name} returned indices of shape {idx.shape}; expected a 1-D array.")
+    idx = idx.astype(np.intp, copy=False).reshape(-1)
+    if n_instances is not None and idx.size != n_instances:
+        raise ValueError(
+            f"{name} returned {idx.size} indices for n_instances={n_instances}; a strategy "
+            "must return exactly n_instances indices."
+        )
+    if idx.size and (idx.min() < 0 or idx.max() >= n_pool):
+        raise ValueError(
+            f"{name} returned indices outside [0, {n_pool}) (from {idx.min()} to "
+            f"{idx.max()}) for a pool of {n_pool} samples."
+        )
+    if np.unique(idx).size != idx.size:
+        raise ValueError(
+            f"{name} returned duplicate indices {idx.tolist()[:20]}; each sample can be "
+            "queried once."
+        )
+    return idx
 
 
 def check_proba(proba, n_pool, *, name="predict_proba(X_pool)"):

@@ -122,7 +122,8 @@ def add_project_parser(sub):
         "--pretrained",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="pretrained weights, never downloaded (default: on)",
+        help="pretrained weights: local ones, else downloaded once into the Hugging Face cache "
+        "(HF_HUB_OFFLINE=1: never; default: on)",
     )
     init.add_argument("--backbone-kwargs", type=_json_object, default=None, help=argparse.SUPPRESS)
 

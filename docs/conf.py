@@ -219,6 +219,10 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
 }
 html_context = {"default_mode": "light"}
+html_static_path = ["_static"]
+html_css_files = ["peal_sk.css"]  # tables scroll inside their box
+# the whole contents in the left sidebar, on every page but the front page
+html_sidebars = {"**": ["sidebar-global-nav"], "index": []}
 
 
 def setup(app):

@@ -13,6 +13,11 @@ scikit-learn's digits, in well under a minute:
   with Random, k-centre, k-means, ActiveFT and BiLAF, label them, fit a classifier;
 * **iterative** (PEAL): start from a few random labels and run query -> label -> refit
   cycles with Random, Entropy, Margin, Feature distance and the hybrid strategy.
+
+Exit status: 0 on success; 1 when the data or the state refuse the command (a missing
+file, a result that would be replaced, a damaged project, a missing optional extra),
+with a one-line ``peal-sk: error: ...`` message; 2 for a command-line error, with the
+usage line; 130 when interrupted (Ctrl-C).
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
@@ -187,6 +192,15 @@ def build_parser():
     return parser
 
 
+#: exit status of a data or state error, and of a command-line error (argparse's own)
+EXIT_ERROR, EXIT_USAGE = 1, 2
+
+
+def _fail(parser, exc):
+    """Print ``exc`` as one ``peal-sk: error:`` line and exit 1 (no usage line)."""
+    parser.exit(EXIT_ERROR, f"{parser.prog}: error: {exc}\n")
+
+
 def _report(results, out):
     print(f"\n{results['table']}")
     files = ["results.json", "results.csv", "table.md"]
@@ -234,31 +248,39 @@ def main(argv=None):
         strategies = args.strategies
         if strategies is None:
             strategies = DEMO_ITERATIVE[:4] if args.mode == "iterative" else DEMO_ONE_SHOT
-        config = SimulationConfig(
-            dataset=args.dataset,
-            mode=args.mode,
-            strategies=strategies,
-            seeds=args.seeds,
-            models=args.models,
-            features=args.features,
-            backbone=args.backbone,
-            img_size=args.img_size,
-            epochs=args.epochs,
-            lr=args.lr,
-            initial=args.initial,
-            step=args.step,
-            cycles=args.cycles,
-            budgets=args.budgets,
-            bilaf_cores=args.bilaf_cores,
-            strategy_params=parse_selector_params(args.param),
-        )
+        try:  # the options alone are wrong: a command-line error
+            config = SimulationConfig(
+                dataset=args.dataset,
+                mode=args.mode,
+                strategies=strategies,
+                seeds=args.seeds,
+                models=args.models,
+                features=args.features,
+                backbone=args.backbone,
+                img_size=args.img_size,
+                epochs=args.epochs,
+                lr=args.lr,
+                initial=args.initial,
+                step=args.step,
+                cycles=args.cycles,
+                budgets=args.budgets,
+                bilaf_cores=args.bilaf_cores,
+                strategy_params=parse_selector_params(args.param),
+            )
+            config.validate()
+        except ValueError as exc:
+            parser.error(str(exc))
         out = args.out or Path("results") / f"{Path(str(args.dataset)).stem}-{args.mode}"
         results = simulate(
             config, out, force=args.force, targets=args.targets, progress=not args.no_progress
         )
         _report(results, out)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        parser.error(str(exc))
+    except (ValueError, OSError, ImportError) as exc:
+        # ProjectError and BackboneError are ValueErrors; FileExistsError and
+        # FileNotFoundError are OSErrors; a missing extra is an ImportError
+        _fail(parser, exc)
+    except KeyboardInterrupt:
+        parser.exit(130, f"{parser.prog}: interrupted\n")
     return 0
 
 

@@ -38,6 +38,7 @@ extensions = [
     "md_include",  # docs/_ext: CHANGELOG.md and benchmarks/README.md, converted
     "peal_sk_refs",  # docs/_ext: peal_sk.X re-exports resolve to their documented page
     "selector_table",  # docs/_ext: the strategy table, generated from the registry
+    "cli_help",  # docs/_ext: `peal-sk ... --help` texts, generated from the parser
 ]
 
 templates_path = ["_templates"]

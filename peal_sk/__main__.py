@@ -6,8 +6,8 @@ strategies and seeds, and writes accuracy per cycle (JSON, CSV), a plot of the l
 curves and a markdown table of the labels each strategy needs to reach a target
 accuracy. Finished (strategy, seed) cells are kept, so an interrupted run resumes.
 
-``peal-sk demo`` is the no-download default: both settings peal_sk is built for, on
-scikit-learn's digits, in well under a minute:
+peal-sk demo is the no-download default: both settings peal_sk is built for, on
+scikit-learn's digits, in about 35 s of CPU time (2 cores of an AMD EPYC):
 
 * **one-shot** (cold start, BiLAF paper): choose ``B`` images before any label exists
   with Random, k-centre, k-means, ActiveFT and BiLAF, label them, fit a classifier;
@@ -57,7 +57,7 @@ def build_parser():
 
     demo = sub.add_parser(
         "demo",
-        help="one-shot and iterative comparison on scikit-learn's digits (no download, <1 min)",
+        help="one-shot and iterative comparison on scikit-learn's digits (no download)",
         description=__doc__.split("\n\n")[2],
     )
     demo.add_argument(

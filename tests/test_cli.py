@@ -283,3 +283,13 @@ def test_iterative_queries_draw_afresh_every_cycle(tmp_path, monkeypatch):
     assert max(shifts) > 3 * config.step, positions
     again = simulate(config, tmp_path / "b", progress=False)  # still reproducible
     assert [c["accuracy"] for c in first["cells"]] == [c["accuracy"] for c in again["cells"]]
+
+
+def test_embed_help_shows_no_default_for_the_required_out(capsys):
+    """Issue 25: ``peal-sk embed --help`` showed ``(default: None)`` for the required --out."""
+    with pytest.raises(SystemExit) as exc:
+        main(["embed", "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    out_line = next(line for line in help_text.splitlines() if line.strip().startswith("--out"))
+    assert "output folder" in out_line and "default" not in out_line

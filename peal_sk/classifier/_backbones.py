@@ -249,12 +249,10 @@ def _where(pretrained_cfg):
 
 def _how_to_fetch(timm_name):
     return (
-        "To download them, run once with network access (and HF_HUB_OFFLINE unset): "
+        "To download them, run once with network access (HF_HUB_OFFLINE unset): "
         f'python -c "import timm; timm.create_model({timm_name!r}, pretrained=True)" '
-        "(the file goes to the Hugging Face cache, where this call finds it), or pass "
-        "checkpoint_path= a local .pth/.safetensors file (e.g. saved on a machine with "
-        f"internet by torch.save(timm.create_model({timm_name!r}, pretrained=True, "
-        "num_classes=0).state_dict(), 'weights.pth'))"
+        "(into the Hugging Face cache, where this call finds them); or pass "
+        "checkpoint_path= a local .pth/.safetensors file"
     )
 
 
@@ -583,13 +581,14 @@ def _timm_backbone(backbone, pretrained, checkpoint_path, img_size, backbone_kwa
             try:
                 found = _download(pretrained_cfg)
             except _download_errors() as exc:
+                reason = " ".join(str(exc).split())  # one line: hub messages span several
                 raise BackboneError(
                     f"Could not download the pretrained weights of backbone={backbone!r} "
                     f"(timm model {timm_name!r}) from {_where(pretrained_cfg)}: "
-                    f"{type(exc).__name__}: {exc} Nothing usable was added to the cache (a "
-                    "partial file is never taken for the weights). Try again, or "
-                    f"supply the weights: {_how_to_fetch(timm_name)}; or pass "
-                    "pretrained=False for a random initialisation."
+                    f"{type(exc).__name__}: {reason} Nothing usable was added to the cache (a "
+                    "partial file is never taken for the weights). Try again; or pass "
+                    "checkpoint_path= a local .pth/.safetensors file, or pretrained=False "
+                    "for a random initialisation."
                 ) from exc
             origin = "downloaded weights"
         if found is None:

@@ -181,7 +181,12 @@ def build_parser():
     sim.add_argument(
         "--force", action="store_true", help="replace results of another configuration in --out"
     )
-    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sim.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="one line per finished cell instead of a progress bar (the default when "
+        "stderr is not a terminal)",
+    )
 
     from .project._cli import add_project_parser
 
@@ -271,9 +276,10 @@ def main(argv=None):
         except ValueError as exc:
             parser.error(str(exc))
         out = args.out or Path("results") / f"{Path(str(args.dataset)).stem}-{args.mode}"
-        results = simulate(
-            config, out, force=args.force, targets=args.targets, progress=not args.no_progress
-        )
+        # a bar on a terminal; in a log (not a terminal) or with --no-progress, one line
+        # per finished cell, as `peal-sk project` does
+        progress = not args.no_progress and sys.stderr.isatty()
+        results = simulate(config, out, force=args.force, targets=args.targets, progress=progress)
         _report(results, out)
     except (ValueError, OSError, ImportError) as exc:
         # ProjectError and BackboneError are ValueErrors; FileExistsError and

@@ -293,3 +293,13 @@ def test_embed_help_shows_no_default_for_the_required_out(capsys):
     help_text = capsys.readouterr().out
     out_line = next(line for line in help_text.splitlines() if line.strip().startswith("--out"))
     assert "output folder" in out_line and "default" not in out_line
+
+
+def test_simulate_progress_lines_without_a_terminal(tmp_path, capsys):
+    """Issue 25: in a log (stderr not a terminal) simulate writes one line per finished
+    cell, as with --no-progress, instead of a bar's carriage-return updates."""
+    args = ["simulate", "--strategies", "random", "--cycles", "1", "--seeds", "0"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "done logreg/random/seed 0: final accuracy" in captured.out
+    assert "%|" not in captured.err and "\r" not in captured.err

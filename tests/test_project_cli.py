@@ -226,3 +226,17 @@ def test_holdout_is_checked_before_any_work(project, images, tmp_path, capsys):
         cli("train", project, "--finetune", "linear", "--holdout", "0.05")
     one_line_error(capsys, exc, "cannot hold out 0.05 of 18 labels")
     assert not (project / "models").exists()
+
+
+def test_init_says_when_the_pretrained_weights_will_be_downloaded(
+    tmp_path, images, capsys, monkeypatch
+):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    proj = tmp_path / "proj"
+    args = ["--images", images, "--classes", *CLASSES, "--backbone", "dinov2_vits14"]
+    assert cli("init", proj, *args) == 0
+    err = capsys.readouterr().err
+    assert "the pretrained weights of 'dinov2_vits14' are not on this machine" in err
+    assert "downloaded on first use from the Hugging Face hub" in err

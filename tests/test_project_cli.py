@@ -173,6 +173,7 @@ def test_long_steps_report_without_a_terminal(project, capsys):
     err = capsys.readouterr().err
     assert "embedding 18 image(s) with vit_small_patch14_dinov2 at 14 px (0 cached)" in err
     assert "embedded 18 image(s) in " in err
+    assert "selecting 3 of 18 pool images with bilaf" in err and "selected in " in err
     assert "%|" not in err  # no bar
     assert cli("propose", project, "--n", "3", "--release-open") == 0
     assert "embedding" not in capsys.readouterr().err  # all cached: nothing to report

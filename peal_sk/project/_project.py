@@ -363,9 +363,12 @@ class Project:
             classifier = _training.logreg().fit(X_lab, y)
         else:
             X_pool = self.embeddings(pool)
+        t0 = time.perf_counter()
+        self.log(f"selecting {n_instances} of {len(pool)} pool images with {strategy}")
         idx, scores = select(
             strategy, n_instances, seed, classifier, X_pool, X_lab, y, params.get(strategy)
         )
+        self.log(f"selected in {time.perf_counter() - t0:.1f} s")
         config = {
             "phase": phase,
             "strategy": strategy,

@@ -55,6 +55,13 @@ def hub(weights, monkeypatch, tmp_path):
             monkeypatch.delenv(var, raising=False)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setenv("HF_ENDPOINT", server.url)
+        # what huggingface_hub derives from HF_ENDPOINT at import, so that its own side
+        # requests (the agent-harness registry of its user agent) go to the stand-in too
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        template = getattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", None)
+        if template is not None:
+            path = template[template.index("/{repo_id}") :]
+            monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + path)
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
         yield server
@@ -64,6 +71,12 @@ def build(pretrained=True):
     return create_backbone(
         "dinov2_vits14", pretrained=pretrained, img_size=SIZE, backbone_kwargs=TINY
     )[0]
+
+
+def weight_requests(hub):
+    """The requests for weight files (huggingface_hub also fetches its agent-harness
+    registry, once a day, to name the client in its user agent)."""
+    return [r for r in hub.requests if "/resolve/" in r[1]]
 
 
 def cached_files(tmp_path):
@@ -77,8 +90,8 @@ def test_cold_cache_downloads_once_then_warm_cache_makes_no_request(hub, weights
     # the served weights are the ones loaded
     for key in ("blocks.1.attn.qkv.weight", "pos_embed", "norm.bias"):
         assert torch.equal(model.state_dict()[key], state[key]), key
-    assert [r[0] for r in hub.requests] == ["HEAD", "GET"]
-    assert hub.requests[1][1] == f"/{REPO}/resolve/main/model.safetensors"
+    assert [r[0] for r in weight_requests(hub)] == ["HEAD", "GET"]
+    assert weight_requests(hub)[1][1] == f"/{REPO}/resolve/main/model.safetensors"
     snapshot = [f for f in cached_files(tmp_path) if "snapshots" in f]
     assert snapshot and snapshot[0].endswith("model.safetensors")
 
@@ -142,7 +155,7 @@ def test_hub_error_is_one_clear_backbone_error(hub):
     hub.files.clear()  # the repo has no weight file: 404 for both names timm tries
     with pytest.raises(BackboneError, match="Could not download the pretrained weights"):
         build()
-    names = [r[1].rsplit("/", 1)[1] for r in hub.requests if r[0] == "HEAD"]
+    names = [r[1].rsplit("/", 1)[1] for r in weight_requests(hub) if r[0] == "HEAD"]
     assert names == ["model.safetensors", "pytorch_model.bin"]
 
 
@@ -194,10 +207,7 @@ def test_peal_classifier_fit_downloads_once_then_works_offline(weights, tmp_path
         first = fit()
         assert first.returncode == 0, first.stderr[-3000:]
         assert "FIT" in first.stdout
-        # (huggingface_hub itself also fetches /api/agent-harnesses once a day, to name
-        # the client in its user agent: not a weight request)
-        weights_requests = [r[0] for r in hub.requests if "/resolve/" in r[1]]
-        assert weights_requests == ["HEAD", "GET"], hub.requests
+        assert [r[0] for r in weight_requests(hub)] == ["HEAD", "GET"], hub.requests
         n = len(hub.requests)
 
         offline = fit(HF_HUB_OFFLINE="1")

@@ -1,7 +1,13 @@
 """Root pytest configuration: doctests of the torch half only where torch is installed
-(and of the Dask half only where dask is)."""
+(and of the Dask half only where dask is); no download of pretrained weights."""
 
 import importlib.util
+import os
+
+# The suite never reaches the network: pretrained weights come from local sources only
+# (set before huggingface_hub is imported). tests/test_weights_download.py lifts this
+# against the hub stand-in it serves on 127.0.0.1.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 collect_ignore_glob = []
 if importlib.util.find_spec("torch") is None:  # core install: the selectors only

@@ -38,6 +38,7 @@ extensions = [
     "md_include",  # docs/_ext: CHANGELOG.md and benchmarks/README.md, converted
     "peal_sk_refs",  # docs/_ext: peal_sk.X re-exports resolve to their documented page
     "selector_table",  # docs/_ext: the strategy table, generated from the registry
+    "cli_help",  # docs/_ext: `peal-sk ... --help` texts, generated from the parser
 ]
 
 templates_path = ["_templates"]
@@ -219,6 +220,10 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
 }
 html_context = {"default_mode": "light"}
+html_static_path = ["_static"]
+html_css_files = ["peal_sk.css"]  # tables scroll inside their box
+# the whole contents in the left sidebar, on every page but the front page
+html_sidebars = {"**": ["sidebar-global-nav"], "index": []}
 
 
 def setup(app):

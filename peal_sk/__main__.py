@@ -8,13 +8,18 @@ markdown table of the labels each strategy needs to reach a target accuracy and 
 mean time per cycle. Every cycle is checkpointed, so a run
 interrupted at any cycle resumes there with the same final numbers.
 
-``peal-sk demo`` is the no-download default: both settings peal_sk is built for, on
-scikit-learn's digits, in well under a minute:
+peal-sk demo is the no-download default: both settings peal_sk is built for, on
+scikit-learn's digits, in about 35 s of CPU time (2 cores of an AMD EPYC):
 
 * **one-shot** (cold start, BiLAF paper): choose ``B`` images before any label exists
   with Random, k-centre, k-means, ActiveFT and BiLAF, label them, fit a classifier;
 * **iterative** (PEAL): start from a few random labels and run query -> label -> refit
   cycles with Random, Entropy, Margin, Feature distance and the hybrid strategy.
+
+Exit status: 0 on success; 1 when the data or the state refuse the command (a missing
+file, a result that would be replaced, a damaged project, a missing optional extra),
+with a one-line ``peal-sk: error: ...`` message; 2 for a command-line error, with the
+usage line; 130 when interrupted (Ctrl-C).
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
@@ -54,7 +59,7 @@ def build_parser():
 
     demo = sub.add_parser(
         "demo",
-        help="one-shot and iterative comparison on scikit-learn's digits (no download, <1 min)",
+        help="one-shot and iterative comparison on scikit-learn's digits (no download)",
         description=__doc__.split("\n\n")[2],
     )
     demo.add_argument(
@@ -194,7 +199,12 @@ def build_parser():
     sim.add_argument(
         "--force", action="store_true", help="replace results of another configuration in --out"
     )
-    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sim.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="one line per finished cell instead of a progress bar (the default when "
+        "stderr is not a terminal)",
+    )
 
     from .project._cli import add_project_parser
 
@@ -203,6 +213,15 @@ def build_parser():
 
     add_embed_parser(sub)
     return parser
+
+
+#: exit status of a data or state error, and of a command-line error (argparse's own)
+EXIT_ERROR, EXIT_USAGE = 1, 2
+
+
+def _fail(parser, exc):
+    """Print ``exc`` as one ``peal-sk: error:`` line and exit 1 (no usage line)."""
+    parser.exit(EXIT_ERROR, f"{parser.prog}: error: {exc}\n")
 
 
 def _report(results, out):
@@ -252,33 +271,42 @@ def main(argv=None):
         strategies = args.strategies
         if strategies is None:
             strategies = DEMO_ITERATIVE[:4] if args.mode == "iterative" else DEMO_ONE_SHOT
-        config = SimulationConfig(
-            dataset=args.dataset,
-            mode=args.mode,
-            strategies=strategies,
-            seeds=args.seeds,
-            models=args.models,
-            features=args.features,
-            backbone=args.backbone,
-            img_size=args.img_size,
-            epochs=args.epochs,
-            lr=args.lr,
-            initial=args.initial,
-            step=args.step,
-            cycles=args.cycles,
-            budgets=args.budgets,
-            pool_size=args.pool_size,
-            test_size=args.test_size,
-            bilaf_cores=args.bilaf_cores,
-            strategy_params=parse_selector_params(args.param),
-        )
+        try:  # the options alone are wrong: a command-line error
+            config = SimulationConfig(
+                dataset=args.dataset,
+                mode=args.mode,
+                strategies=strategies,
+                seeds=args.seeds,
+                models=args.models,
+                features=args.features,
+                backbone=args.backbone,
+                img_size=args.img_size,
+                epochs=args.epochs,
+                lr=args.lr,
+                initial=args.initial,
+                step=args.step,
+                cycles=args.cycles,
+                budgets=args.budgets,
+                pool_size=args.pool_size,
+                test_size=args.test_size,
+                bilaf_cores=args.bilaf_cores,
+                strategy_params=parse_selector_params(args.param),
+            )
+            config.validate()
+        except ValueError as exc:
+            parser.error(str(exc))
         out = args.out or Path("results") / f"{Path(str(args.dataset)).stem}-{args.mode}"
-        results = simulate(
-            config, out, force=args.force, targets=args.targets, progress=not args.no_progress
-        )
+        # a bar on a terminal; in a log (not a terminal) or with --no-progress, one line
+        # per finished cell, as `peal-sk project` does
+        progress = not args.no_progress and sys.stderr.isatty()
+        results = simulate(config, out, force=args.force, targets=args.targets, progress=progress)
         _report(results, out)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        parser.error(str(exc))
+    except (ValueError, OSError, ImportError) as exc:
+        # ProjectError and BackboneError are ValueErrors; FileExistsError and
+        # FileNotFoundError are OSErrors; a missing extra is an ImportError
+        _fail(parser, exc)
+    except KeyboardInterrupt:
+        parser.exit(130, f"{parser.prog}: interrupted\n")
     return 0
 
 

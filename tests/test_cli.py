@@ -106,22 +106,29 @@ def test_other_configuration_is_not_mixed_in(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, message, code",
     [
-        (["simulate", "--strategies", "oracle"], "unknown strategies ['oracle']"),
-        (["simulate", "--mode", "one-shot", "--strategies", "entropy"], "unknown strategies"),
-        (["simulate", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-        (["simulate", "--mode", "one-shot", "--budgets", "5000"], "exceed the 1347 training"),
-        (["simulate", "--cycles", "200"], "exceed the 1347 training images"),
-        (["simulate", "--step", "0"], "must be >= 1"),
-        (["frobnicate"], "invalid choice"),
+        # command-line errors: the options alone are wrong; usage line, exit 2
+        (["simulate", "--strategies", "oracle"], "unknown strategies ['oracle']", 2),
+        (["simulate", "--mode", "one-shot", "--strategies", "entropy"], "unknown strategies", 2),
+        (["simulate", "--step", "0"], "must be >= 1", 2),
+        (["frobnicate"], "invalid choice", 2),
+        # data errors: the dataset refuses the options; one line, exit 1
+        (["simulate", "--dataset", "imagenet"], "unknown dataset 'imagenet'", 1),
+        (["simulate", "--mode", "one-shot", "--budgets", "5000"], "exceed the 1347 training", 1),
+        (["simulate", "--cycles", "200"], "exceed the 1347 training images", 1),
     ],
 )
-def test_bad_arguments(args, message, capsys, tmp_path):
+def test_bad_arguments(args, message, code, capsys, tmp_path):
+    """Issue 25: data errors printed the usage line and exited 2 like command-line errors."""
     with pytest.raises(SystemExit) as exc:
         main([*args, "--out", str(tmp_path / "x"), *FAST] if args[0] == "simulate" else args)
-    assert exc.value.code == 2
-    assert message in capsys.readouterr().err
+    assert exc.value.code == code
+    err = capsys.readouterr().err
+    assert message in err
+    assert ("usage: peal-sk" in err) == (code == 2)
+    if code == 1:
+        assert err.startswith("peal-sk: error: ") and err.count("\n") == 1
 
 
 def test_image_folder_skips_unreadable_files_by_name(tmp_path):
@@ -236,7 +243,7 @@ def test_npz_with_mismatched_lengths_is_a_clear_error(arrays, message, tmp_path,
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "--dataset", str(tmp_path / "bad.npz"), "--out", str(out), *FAST])
-    assert exc.value.code == 2
+    assert exc.value.code == 1  # a data error
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -346,3 +353,23 @@ def test_one_list_of_image_extensions():
     assert ".ppm" in IMAGE_EXTENSIONS
     assert _shards.IMAGE_EXTENSIONS is _data.IMAGE_EXTENSIONS is _common.IMAGE_EXTENSIONS
     assert _common.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
+
+
+def test_embed_help_shows_no_default_for_the_required_out(capsys):
+    """Issue 25: ``peal-sk embed --help`` showed ``(default: None)`` for the required --out."""
+    with pytest.raises(SystemExit) as exc:
+        main(["embed", "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    out_line = next(line for line in help_text.splitlines() if line.strip().startswith("--out"))
+    assert "output folder" in out_line and "default" not in out_line
+
+
+def test_simulate_progress_lines_without_a_terminal(tmp_path, capsys):
+    """Issue 25: in a log (stderr not a terminal) simulate writes one line per finished
+    cell, as with --no-progress, instead of a bar's carriage-return updates."""
+    args = ["simulate", "--strategies", "random", "--cycles", "1", "--seeds", "0"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "done logreg/random/seed 0: final accuracy" in captured.out
+    assert "%|" not in captured.err and "\r" not in captured.err

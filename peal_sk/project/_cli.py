@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 from ..selection import parse_selector_params
-from ._db import BUSY_TIMEOUT_MS
+from ._common import TORCH_EXTRA, MissingExtraError
+from ._db import BUSY_TIMEOUT_MS, DB_NAME, database_error
 from ._project import (
     LabelConflictError,
     Project,
     ProjectError,
     init_project,
+    setup_notes,
 )
 
 __all__ = ["add_project_parser", "run_project"]
@@ -65,6 +67,14 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
     return value
+
+
+def _add_no_progress(parser):
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (as when stderr is not a terminal): one line per long step",
+    )
 
 
 def add_project_parser(sub):
@@ -125,7 +135,8 @@ def add_project_parser(sub):
         "--pretrained",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="pretrained weights, never downloaded (default: on)",
+        help="pretrained weights: local ones, else downloaded once into the Hugging Face cache "
+        "(HF_HUB_OFFLINE=1: never; default: on)",
     )
     init.add_argument("--backbone-kwargs", type=_json_object, default=None, help=argparse.SUPPRESS)
 
@@ -140,6 +151,7 @@ def add_project_parser(sub):
         metavar="STRATEGY.NAME=VALUE",
         help="a strategy parameter for this batch only, e.g. bilaf.core_selector=activeft",
     )
+    _add_no_progress(propose)
     propose.add_argument(
         "--release-open",
         action="store_true",
@@ -187,6 +199,7 @@ def add_project_parser(sub):
     status.add_argument(
         "--no-estimate", action="store_true", help="skip the cross-validated estimate"
     )
+    _add_no_progress(status)
 
     train = add("train", "fit and save a model on the labels so far")
     train.add_argument(
@@ -202,6 +215,16 @@ def add_project_parser(sub):
     train.add_argument(
         "--lr", type=float, default=1e-3, help="--finetune learning rate (default: 0.001)"
     )
+    train.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="--finetune: estimate the fine-tuned model on this fraction of the labels "
+        "(stratified), trained once more on the rest; without it only the logistic "
+        "regression is estimated, as a reference",
+    )
+    _add_no_progress(train)
 
     export = add(
         "export",
@@ -229,6 +252,7 @@ def add_project_parser(sub):
         default=None,
         help="label-studio: the batch (default: the latest open one)",
     )
+    _add_no_progress(export)
     export.add_argument(
         "--document-root",
         type=Path,
@@ -330,16 +354,30 @@ def _print_scan(scan, verbose=False):
 
 
 def run_project(args):
-    """Run a ``peal-sk project`` command; returns the exit status."""
+    """Run a ``peal-sk project`` command; returns the exit status.
+
+    Errors of the data or the project's state raise :class:`ProjectError` (or another
+    ``ValueError`` / ``OSError``) with a one-line message: ``peal-sk`` prints it and
+    exits 1. A missing optional extra becomes a :class:`MissingExtraError` naming the
+    ``pip install`` to run.
+    """
     try:
         return _run(args)
-    except sqlite3.OperationalError as exc:
-        if "locked" not in str(exc) and "busy" not in str(exc):
-            raise
-        raise ProjectError(
-            f"{args.project} is busy: another peal-sk command held it for more than "
-            f"{BUSY_TIMEOUT_MS // 1000} s ({exc}); nothing was changed, try again."
-        ) from exc
+    except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise ProjectError(
+                f"{args.project} is busy: another peal-sk command held it for more than "
+                f"{BUSY_TIMEOUT_MS // 1000} s ({exc}); nothing was changed, try again."
+            ) from exc
+        raise ProjectError(database_error(args.project / DB_NAME, exc)) from exc
+    except ImportError as exc:
+        name = getattr(exc, "name", None) or ""
+        if name.split(".")[0] in TORCH_EXTRA:
+            raise MissingExtraError(
+                f"peal-sk project {args.project_command} needs the [torch] extra ({exc}); "
+                "install it with: pip install 'peal-sk[torch]'"
+            ) from exc
+        raise MissingExtraError(f"peal-sk project {args.project_command}: {exc}") from exc
 
 
 def _run(args):
@@ -363,10 +401,13 @@ def _run(args):
             f"{', '.join(project.classes)}"
         )
         _print_scan(scan)
+        for note in setup_notes(args.backbone, args.pretrained):
+            _warn(note)
         project.close()
         return 0
     readonly = True if cmd == "export" and args.format == "csv" else None
-    project = Project(args.project, readonly=readonly)
+    progress = None if not getattr(args, "no_progress", False) else False
+    project = Project(args.project, readonly=readonly, progress=progress)
     try:
         return _COMMANDS[cmd](project, args)
     finally:
@@ -453,19 +494,30 @@ def _status(project, args):
         print("learning curve (at each train):")
         for t in s["curve"]:
             est = "n/a" if t["estimate"] is None else f"{100 * t['estimate']:.1f} %"
-            print(f"  {t['time']}  {t['n_labels']:>6} labels  {est:>8}  {t['model_path']}")
+            print(
+                f"  {t['time']}  {t['n_labels']:>6} labels  {est:>8}  {t['model']}: "
+                f"{t['model_path']}"
+            )
     else:
         print("learning curve: no training yet (peal-sk project train)")
     return 0
 
 
 def _train(project, args):
-    r = project.train(finetune=args.finetune, epochs=args.epochs, lr=args.lr)
+    r = project.train(finetune=args.finetune, epochs=args.epochs, lr=args.lr, holdout=args.holdout)
     _print_scan(r["scan"])
-    est = r["estimate_note"] if r["estimate"] is None else f"{100 * r['estimate']:.1f} %"
     print(f"trained {r['model']} on {r['n_labels']} labels: {r['model_path']}")
-    print(f"validation estimate: {est}")
+    print(f"estimate of {r['model']}: {_percent(r['estimate'], r['estimate_note'])}")
+    if r["reference_note"] is not None:
+        print(
+            "reference, logistic regression on frozen embeddings (not this model): "
+            f"{_percent(r['reference_estimate'], r['reference_note'])}"
+        )
     return 0
+
+
+def _percent(value, note):
+    return note if value is None else f"{100 * value:.1f} % ({note})"
 
 
 def _export(project, args):

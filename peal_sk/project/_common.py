@@ -3,6 +3,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 
 import getpass
+import importlib.util
 import os
 
 from ..utils._image_files import IMAGE_EXTENSIONS
@@ -10,12 +11,16 @@ from ..utils._io import write_atomic
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "TORCH_EXTRA",
     "LabelConflictError",
+    "MissingExtraError",
     "ProjectError",
     "ReadOnlyProjectError",
     "claim",
     "default_annotator",
     "listing",
+    "missing_modules",
+    "require_torch",
     "write_atomic",
 ]
 
@@ -28,6 +33,29 @@ class ProjectError(ValueError):
 
 class ReadOnlyProjectError(ProjectError):
     """A command that writes was asked of a project opened read-only."""
+
+
+class MissingExtraError(ProjectError):
+    """A command needs an optional extra that is not installed (the message says which)."""
+
+
+#: the modules of the ``[torch]`` extra that embedding and fine-tuning import
+TORCH_EXTRA = ("torch", "torchvision", "timm", "peft", "skorch")
+
+
+def missing_modules(modules):
+    """The names in ``modules`` that cannot be imported here (looked up, not imported)."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def require_torch(what):
+    """Raise :class:`MissingExtraError` when the ``[torch]`` extra is incomplete."""
+    missing = missing_modules(TORCH_EXTRA)
+    if missing:
+        raise MissingExtraError(
+            f"{what} needs the [torch] extra, which is not installed (missing: "
+            f"{', '.join(missing)}); install it with: pip install 'peal-sk[torch]'"
+        )
 
 
 class LabelConflictError(ProjectError):

@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "connect",
     "create_schema",
+    "database_error",
     "is_writable",
     "migrate",
     "now",
@@ -96,6 +97,23 @@ CREATE TABLE embeddings (
 def now():
     """The current UTC time, ISO 8601 to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def database_error(db, exc):
+    """A one-line explanation of an ``sqlite3.DatabaseError`` on the project file ``db``.
+
+    A damaged file ("file is not a database", "database disk image is malformed") is named
+    with what to do; other errors (disk, permissions) are reported as they are.
+    """
+    text = str(exc)
+    if any(s in text for s in ("not a database", "malformed", "corrupt")):
+        return (
+            f"{db} is damaged and cannot be read ({text}); this command changed nothing. "
+            f"Restore {DB_NAME} from a backup, or save what SQLite can still read with "
+            f"`sqlite3 {db} .recover | sqlite3 recovered.sqlite` and put recovered.sqlite "
+            f"in its place (keep the damaged file); the images themselves are untouched."
+        )
+    return f"could not use the project database {db}: {text} (sqlite3)"
 
 
 def is_writable(path):

@@ -11,12 +11,12 @@ import hashlib
 import importlib.util
 import io
 import json
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ._common import write_atomic
+from ._common import require_torch, write_atomic
 
 __all__ = ["cache_file", "embeddings"]
 
@@ -38,21 +38,39 @@ def _load(path):
         return {}  # unreadable cache (e.g. truncated by hand): recompute
 
 
-def embeddings(rows, *, project_path, root, backbone, persist=True, on_new_cache=None):
+def embeddings(
+    rows,
+    *,
+    project_path,
+    root,
+    backbone,
+    persist=True,
+    on_new_cache=None,
+    progress=False,
+    log=None,
+):
     """Embeddings ``(len(rows), d)`` float32 of ``rows`` (with relpath, size, mtime_ns).
 
     Missing ones are computed with :class:`~peal_sk.classifier.BackboneEmbedder`; with
     ``persist`` the cache file is rewritten atomically and ``on_new_cache(ident, path)``
-    is called (to record it in the database).
+    is called (to record it in the database). ``progress``: a progress bar over batches
+    (tqdm); ``log(line)`` is told when embedding starts and ends.
     """
     ident, path = cache_file(project_path, backbone)
     keys = [f"{r['relpath']}|{r['size']}|{r['mtime_ns']}" for r in rows]
     store = _load(path)
     todo = [i for i, k in enumerate(keys) if k not in store]
     if todo:
+        require_torch("embedding the images")
         from ..classifier import BackboneEmbedder
 
-        progress = sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None
+        progress = bool(progress) and importlib.util.find_spec("tqdm") is not None
+        t0 = time.perf_counter()
+        if log is not None:
+            log(
+                f"embedding {len(todo)} image(s) with {backbone['backbone']} at "
+                f"{backbone['img_size']} px ({len(keys) - len(todo)} cached)"
+            )
         emb = BackboneEmbedder(
             backbone["backbone"],
             pretrained=backbone["pretrained"],
@@ -61,6 +79,8 @@ def embeddings(rows, *, project_path, root, backbone, persist=True, on_new_cache
             progress=progress,
         ).fit()
         new = emb.transform([str(Path(root) / rows[i]["relpath"]) for i in todo])
+        if log is not None:
+            log(f"embedded {len(todo)} image(s) in {time.perf_counter() - t0:.1f} s")
         store.update({keys[i]: vec for i, vec in zip(todo, new, strict=True)})
         if persist:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,18 +21,24 @@ written to a temporary name and renamed, and never replace a file that already e
 import contextlib
 import json
 import os
+import sqlite3
+import sys
 import time
 from pathlib import Path
 
 from . import _embed_cache, _labelstudio, _render, _scan, _training
 from ._common import (
     IMAGE_EXTENSIONS,
+    TORCH_EXTRA,
     LabelConflictError,
+    MissingExtraError,
     ProjectError,
     ReadOnlyProjectError,
+    missing_modules,
+    require_torch,
     write_atomic,
 )
-from ._db import DB_NAME, connect, create_schema, now
+from ._db import DB_NAME, connect, create_schema, database_error, now
 from ._importing import read_label_file, resolve
 from ._state import State
 
@@ -44,6 +50,7 @@ __all__ = [
     "ProjectError",
     "ReadOnlyProjectError",
     "init_project",
+    "setup_notes",
 ]
 
 #: strategy parameters every new project starts with (``--param`` adds to them): BiLAF's
@@ -133,7 +140,13 @@ def init_project(
             f"{project} already holds a project ({db}); it is never replaced. Use another "
             "--project folder, or delete that one yourself."
         )
-    project.mkdir(parents=True, exist_ok=True)
+    try:
+        project.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProjectError(
+            f"cannot create the project folder {project}: {exc.strerror or exc}; choose a "
+            "--project folder you may write."
+        ) from None
     meta = {
         "image_root": str(images.resolve()),
         "classes": json.dumps(classes),
@@ -154,12 +167,21 @@ def init_project(
     # build the database under a temporary name, then link it into place: a second init
     # racing this one fails instead of replacing it
     tmp = project / f".{DB_NAME}.{os.getpid()}.tmp"
-    con = connect(tmp)
     try:
-        create_schema(con, meta)
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        con.close()
+        con = connect(tmp)
+        try:
+            create_schema(con, meta)
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as exc:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{tmp}{suffix}")
+        raise ProjectError(
+            f"cannot write the project database in {project} ({exc}); choose a --project "
+            "folder you may write."
+        ) from None
     try:
         try:
             os.link(tmp, db)  # atomic, fails when db exists
@@ -179,6 +201,32 @@ def init_project(
     return proj, proj.rescan()
 
 
+def setup_notes(backbone, pretrained=True):
+    """What this machine lacks for a project's commands, as lines to show at ``init``.
+
+    Embedding the images (``propose``, the estimate of ``status``, ``train``) needs the
+    ``[torch]`` extra; the strategies themselves run on the embeddings with the core
+    install. With torch present, the backbone's pretrained weights are looked up too
+    (without network): missing ones are downloaded on first use, which needs the hub.
+    """
+    missing = missing_modules(TORCH_EXTRA)
+    if missing:
+        return [
+            "propose, train and the estimate of status embed the images with "
+            f"{backbone!r} and need the [torch] extra, which is not installed (missing: "
+            f"{', '.join(missing)}): pip install 'peal-sk[torch]' (import, export, sheet "
+            "and serve work without it)"
+        ]
+    if not pretrained:
+        return []
+    from ..classifier import list_backbones
+
+    entry = {b["name"]: b for b in list_backbones()}.get(backbone)
+    if entry is None or entry["offline"]:
+        return []
+    return [f"the pretrained weights of {backbone!r} are not on this machine: {entry['install']}"]
+
+
 class Project:
     """An open labelling project (see the module docstring).
 
@@ -190,10 +238,23 @@ class Project:
         Open without writing anything (``status`` and ``export`` work; writing methods
         raise :class:`ReadOnlyProjectError`). ``None``: read-only exactly when this
         process may not write the database or its folder.
+    progress : bool or None, default=None
+        Progress bars while embedding (tqdm, on stderr). ``None``: when stderr is a
+        terminal. Without bars, the long steps report with one line each through ``log``.
+    log : callable or None, default=None
+        Called with a line of text at the start and end of long steps (embedding,
+        fine-tuning); None prints to stderr.
     """
 
-    def __init__(self, path, *, readonly=None):
-        self.state = State(path, readonly=readonly)
+    def __init__(self, path, *, readonly=None, progress=None, log=None):
+        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
+        self.log = log if log is not None else (lambda line: print(line, file=sys.stderr))
+        try:
+            self.state = State(path, readonly=readonly)
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise
+            raise ProjectError(database_error(Path(path) / DB_NAME, exc)) from None
         self.path, self.con, self.readonly = self.state.path, self.state.con, self.state.readonly
         meta = self.state.meta
         self.root = Path(meta["image_root"])
@@ -235,6 +296,8 @@ class Project:
             backbone=self.backbone,
             persist=not self.readonly,
             on_new_cache=self.state.record_embedding_cache,
+            progress=self.progress,
+            log=self.log,
         )
 
     def estimate(self, labelled=None, X=None):
@@ -248,9 +311,12 @@ class Project:
         """
         labelled = self.labelled() if labelled is None else labelled
         y = [r["label"] for r in labelled]
-        return _training.estimate(
-            y, self.classes, lambda: self.embeddings(labelled) if X is None else X
-        )
+        try:
+            return _training.estimate(
+                y, self.classes, lambda: self.embeddings(labelled) if X is None else X
+            )
+        except MissingExtraError as exc:
+            return None, f"no estimate: {exc}"
 
     # -- propose ------------------------------------------------------------------------
     def propose(self, n_instances, *, release_open=False, strategy_params=None):
@@ -277,6 +343,7 @@ class Project:
             params.setdefault(name, {}).update(values)
         check_strategies(self.strategy, self.cold_start, params)
         self.state.require_writable("propose")
+        require_torch("propose (embedding the images)")
         scan = self.rescan()
         labelled, pool = self.labelled(), self.pool(include_open=release_open)
         if n_instances > len(pool):
@@ -296,9 +363,12 @@ class Project:
             classifier = _training.logreg().fit(X_lab, y)
         else:
             X_pool = self.embeddings(pool)
+        t0 = time.perf_counter()
+        self.log(f"selecting {n_instances} of {len(pool)} pool images with {strategy}")
         idx, scores = select(
             strategy, n_instances, seed, classifier, X_pool, X_lab, y, params.get(strategy)
         )
+        self.log(f"selected in {time.perf_counter() - t0:.1f} s")
         config = {
             "phase": phase,
             "strategy": strategy,
@@ -484,17 +554,36 @@ class Project:
             result["estimate"], result["estimate_note"] = None, "no estimate (--no-estimate)"
         return result
 
-    def train(self, *, finetune=None, epochs=10, lr=1e-3):
-        """Fit and save a model on the labels so far and record its estimate.
+    def train(self, *, finetune=None, epochs=10, lr=1e-3, holdout=None):
+        """Fit and save a model on the labels so far and record its own estimate.
 
         ``finetune=None``: StandardScaler + LogisticRegression on the frozen embeddings,
-        saved with joblib. ``"lora"`` / ``"linear"``: a
-        :class:`~peal_sk.classifier.PEALClassifier` trained on the images, saved with
-        ``save_adapters``. The recorded estimate is always the cross-validated accuracy
-        of the logistic regression on embeddings (cheap, comparable from train to train).
-        Labels of missing or unreadable images are never trained on.
+        saved with joblib; its estimate is its cross-validated accuracy. ``"lora"`` /
+        ``"linear"``: a :class:`~peal_sk.classifier.PEALClassifier` trained on the images,
+        saved with ``save_adapters``. Cross-validating a fine-tuning would repeat it five
+        times, so its estimate is made only on request: ``holdout`` (a fraction in
+        (0, 1)) trains it once more on a stratified, seeded ``1 - holdout`` of the labels
+        and scores it on the rest; without it the fine-tuned model has no estimate. The
+        logistic regression's estimate is then returned as ``reference_estimate``, named
+        as such, and never recorded as the fine-tuned model's. Labels of missing or
+        unreadable images are never trained on.
+
+        Returns
+        -------
+        result : dict
+            ``model_path``, ``model``, ``n_labels``, ``estimate`` / ``estimate_note`` (the
+            saved model's own, ``estimate`` None when not computed), ``reference_estimate``
+            / ``reference_note`` (the logistic regression's, for a fine-tuned model) and
+            ``scan``.
         """
+        if holdout is not None and (finetune is None or not 0 < float(holdout) < 1):
+            raise ProjectError(
+                f"--holdout must be a fraction in (0, 1), with --finetune; got "
+                f"holdout={holdout!r}, finetune={finetune!r} (logistic regression is "
+                "cross-validated anyway)."
+            )
         self.state.require_writable("train")
+        require_torch("train (embedding the images)")
         scan = self.rescan()
         labelled = self.labelled()
         y = [r["label"] for r in labelled]
@@ -503,26 +592,40 @@ class Project:
                 f"training needs labels of at least 2 classes; got {len(y)} label(s) of "
                 f"{len(set(y))} class(es)."
             )
+        split = None
+        if holdout is not None:
+            split = _training.holdout_split(y, float(holdout))
         X = self.embeddings(labelled)
         estimate, note = self.estimate(labelled, X)
         n = 1 + self.state.n_trainings()
         models = self.path / "models"
+        result = {"reference_estimate": None, "reference_note": None}
         if finetune is None:
             path, kind = _training.fit_logreg(
                 models, n, X, y, backbone=self.backbone, classes=self.classes
             )
         else:
-            path, kind = _training.fit_finetuned(
-                models,
-                n,
-                [str(self.root / r["relpath"]) for r in labelled],
-                y,
+            result = {"reference_estimate": estimate, "reference_note": note}
+            paths = [str(self.root / r["relpath"]) for r in labelled]
+            options = dict(
                 backbone=self.backbone,
                 classes=self.classes,
                 finetune=finetune,
                 epochs=epochs,
                 lr=lr,
+                verbose=1,
+                log=self.log,
             )
+            estimate, note = (
+                None,
+                (
+                    "not computed for a fine-tuned model (train --holdout 0.2 estimates it on "
+                    "held-out labels)"
+                ),
+            )
+            if split is not None:
+                estimate, note = _training.holdout_estimate(paths, y, split, **options)
+            path, kind = _training.fit_finetuned(models, n, paths, y, **options)
         self.state.record_training(len(y), estimate, note, kind, path)
         return {
             "model_path": path,
@@ -530,6 +633,7 @@ class Project:
             "n_labels": len(y),
             "estimate": estimate,
             "estimate_note": note,
+            **result,
             "scan": scan,
         }
 
@@ -616,9 +720,18 @@ class Project:
 
     @staticmethod
     def _write_out(out, text, force):
+        if out.is_dir():
+            raise ProjectError(
+                f"--out {out} is a folder; give a file name, e.g. {out / 'labels.csv'} "
+                "(a folder is never replaced, even with --force)."
+            )
         try:
             write_atomic(out, text.encode(), overwrite=force)
         except FileExistsError:
             raise FileExistsError(
                 f"{out} exists; it is never overwritten without --force."
+            ) from None
+        except OSError as exc:
+            raise ProjectError(
+                f"cannot write --out {out}: {exc.strerror or exc} ({exc.filename or out})."
             ) from None

@@ -11,9 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import claim, write_atomic
+from ._common import ProjectError, claim, require_torch, write_atomic
 
-__all__ = ["estimate", "fit_finetuned", "fit_logreg", "logreg", "predict"]
+__all__ = [
+    "estimate",
+    "fit_finetuned",
+    "fit_logreg",
+    "holdout_estimate",
+    "holdout_split",
+    "logreg",
+    "predict",
+]
 
 
 def logreg():
@@ -84,13 +92,26 @@ def fit_logreg(models, n, X, y, *, backbone, classes):
     return path, "logreg"
 
 
-def fit_finetuned(models, n, paths, y, *, backbone, classes, finetune, epochs, lr):
-    """Train :class:`~peal_sk.classifier.PEALClassifier` on the images and save adapters."""
+def holdout_split(y, fraction):
+    """Stratified, seeded ``(train indices, held-out indices)``; ``ProjectError`` if the
+    labels are too few to hold out ``fraction`` of every class."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    try:
+        return train_test_split(idx, test_size=fraction, stratify=y, random_state=0)
+    except ValueError as exc:
+        raise ProjectError(
+            f"cannot hold out {fraction:g} of {len(y)} labels with every class on both "
+            f"sides ({exc}); label more images or pass a larger --holdout."
+        ) from None
+
+
+def _finetuned(backbone, classes, finetune, epochs, lr, verbose):
+    require_torch(f"train --finetune {finetune}")
     from ..classifier import PEALClassifier
 
-    models = Path(models)
-    models.mkdir(exist_ok=True)
-    clf = PEALClassifier(
+    return PEALClassifier(
         backbone["backbone"],
         pretrained=backbone["pretrained"],
         img_size=backbone["img_size"],
@@ -100,7 +121,37 @@ def fit_finetuned(models, n, paths, y, *, backbone, classes, finetune, epochs, l
         lr=lr,
         classes=classes,
         random_state=0,
+        verbose=verbose,
     )
+
+
+def holdout_estimate(
+    paths, y, split, *, backbone, classes, finetune, epochs, lr, verbose=0, log=print
+):
+    """Accuracy of the fine-tuned model on held-out labels: ``(estimate, note)``."""
+    train, held = split
+    paths, y = np.asarray(paths, dtype=object), np.asarray(y)
+    clf = _finetuned(backbone, classes, finetune, epochs, lr, verbose)
+    log(
+        f"estimate: fine-tuning {finetune} on {len(train)} labels, {epochs} epochs, to score "
+        f"it on {len(held)} held-out ones"
+    )
+    clf.fit(list(paths[train]), y[train])
+    score = float(clf.score(list(paths[held]), y[held]))
+    return score, (
+        f"hold-out accuracy of PEALClassifier(finetune={finetune!r}) on {len(held)} labels, "
+        f"trained on the other {len(train)}"
+    )
+
+
+def fit_finetuned(
+    models, n, paths, y, *, backbone, classes, finetune, epochs, lr, verbose=0, log=print
+):
+    """Train :class:`~peal_sk.classifier.PEALClassifier` on the images and save adapters."""
+    clf = _finetuned(backbone, classes, finetune, epochs, lr, verbose)
+    models = Path(models)
+    models.mkdir(exist_ok=True)
+    log(f"fine-tuning {finetune} on {len(y)} labels, {epochs} epochs")
     clf.fit(paths, y)
 
     def make(m, k):

@@ -99,7 +99,8 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
     ----------
     backbone : str or callable, default="vit_small_patch14_dinov2.lvd142m"
         As :class:`PEALClassifier`.
-    pretrained : bool, default=True
+    pretrained : bool or "local", default=True
+        As :class:`PEALClassifier`: "local" never downloads.
     checkpoint_path : str or None, default=None
     backbone_kwargs : dict or None, default=None
     img_size : int, default=224
@@ -179,7 +180,7 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
 
     _parameter_constraints = {
         "backbone": [str, callable],
-        "pretrained": ["boolean"],
+        "pretrained": ["boolean", StrOptions({"local"})],
         "checkpoint_path": [str, os.PathLike, None],
         "backbone_kwargs": [dict, None],
         "img_size": [Interval(Integral, 1, None, closed="left")],

@@ -53,9 +53,11 @@ class PEALClassifier(
         A timm model name, a name from :func:`peal_sk.classifier.list_backbones`, or a
         factory returning an ``nn.Module`` with ``num_features`` that maps a batch to
         embeddings ``(n, num_features)``.
-    pretrained : bool, default=True
-        Load pretrained weights (from ``checkpoint_path``, an offline weights package or
-        the local timm / Hugging Face cache; never downloaded at run time).
+    pretrained : bool or "local", default=True
+        Load pretrained weights: from ``checkpoint_path``, an installed weights package,
+        the local timm / Hugging Face cache, or else downloaded once into that cache as
+        timm does (with a progress bar). "local", or ``HF_HUB_OFFLINE=1``: never
+        download (a clear error says how to get the weights).
     checkpoint_path : str or None, default=None
         A local weights file loaded through timm (ViT position embeddings resampled to
         ``img_size``).
@@ -197,7 +199,7 @@ class PEALClassifier(
 
     _parameter_constraints = {
         "backbone": [str, callable],
-        "pretrained": ["boolean"],
+        "pretrained": ["boolean", StrOptions({"local"})],
         "checkpoint_path": [str, os.PathLike, None],
         "backbone_kwargs": [dict, None],
         "img_size": [Interval(Integral, 1, None, closed="left")],

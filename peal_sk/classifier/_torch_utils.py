@@ -146,7 +146,8 @@ def pristine_backbone(backbone, pretrained, checkpoint_path, img_size, backbone_
         st = os.stat(path)
         stamp = (st.st_size, st.st_mtime_ns)
     kwargs = tuple(sorted((backbone_kwargs or {}).items()))
-    return _pristine_backbone(backbone, bool(pretrained), path, stamp, int(img_size), kwargs)
+    pretrained = pretrained if pretrained == "local" else bool(pretrained)
+    return _pristine_backbone(backbone, pretrained, path, stamp, int(img_size), kwargs)
 
 
 #: seed of the random weights of ``pretrained=False`` without a checkpoint

@@ -40,10 +40,12 @@ class _FastInferenceMixin:
     def _choose_training(self, module, source, frozen, split):
         """Train in the precision and memory layout measured fastest (``precision="auto"``).
 
-        Sets ``precision_`` (and the module's); skipped under an accelerator (its own
-        mixed precision) and for feature vectors.
+        Sets ``precision_`` (and the module's); skipped under an accelerator with a mixed
+        precision of its own, on several processes and for feature vectors.
         """
-        if self._accelerator() is not None or frozen is None:
+        accelerator = self._accelerator()
+        mixed = str(getattr(accelerator, "mixed_precision", "no") or "no")
+        if frozen is None or mixed != "no":  # several processes, or accelerate's precision
             return
         if split is not None:
             input_shape = frozen.item_shape

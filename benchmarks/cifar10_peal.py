@@ -1,0 +1,267 @@
+"""PEAL's claim on CIFAR-10: does LoRA fine-tuning inside the loop make active learning pay?
+
+Setup (issue 24): EfficientNet-Lite0 with its ImageNet weights (the pretrained backbone
+that installs offline) at 128 px; a seeded pool of CIFAR-10 training images (10,000 by
+default, ``--pool 50000`` for all); the CIFAR-10 test split (10,000 images). Cycles: 20
+labels (random, or TypiClust's picks on the pretrained embeddings with ``--start
+typiclust``), +20 per cycle up to 100, then +50 up to 400: 11 fits. Every fit starts
+from the pretrained weights (``PEALClassifier``, 50 epochs, Adam 1e-3, class-balanced
+batches), as a linear probe (``finetune="linear"``) or with LoRA on the last
+``--last-blocks`` stages. Strategies come from the registry (``featdist`` is PEAL's
+``class_mean`` feature distance).
+
+A cell is one (start, model, strategy, seed); each is written to ``OUT/cells/`` when it
+finishes, and a rerun skips the finished ones, so the grid can run over several sessions.
+The summary (``OUT/results.json``, ``OUT/table.md``, ``OUT/curves.png``) is rewritten
+from the cells after each one: accuracy ± std per cycle, the labels each (model,
+strategy) needs to reach random + linear probe's accuracy at 400 labels (PEAL's headline
+form), and the mean time per cycle.
+
+Usage::
+
+    # the grid of the issue (hours of CPU): 5 seeds of random / entropy / featdist, 3 of
+    # margin / hybrid / badge / dropquery, both models, both starts
+    python benchmarks/cifar10_peal.py
+    # a part of it
+    python benchmarks/cifar10_peal.py --models linear lora --strategies random entropy \
+        --seeds 0 1 --out benchmarks/results/cifar10_peal
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import cifar10_npz, run_metadata, write_json
+from cifar10_iterative import CACHE, decode
+
+from peal_sk.utils._io import write_atomic
+
+SCHEDULE = (20, 40, 60, 80, 100, 150, 200, 250, 300, 350, 400)
+#: seeds per strategy in the issue's grid
+SEEDS = {"random": 5, "entropy": 5, "featdist": 5, "margin": 3, "hybrid": 3, "badge": 3,
+         "dropquery": 3}  # fmt: skip
+
+
+def arrays(data, n_pool, seed=0):
+    """The pool (a seeded sample of the training split) and the whole test split, 32 px."""
+    path = CACHE / f"cifar10-peal-pool{n_pool}-seed{seed}.npz"
+    if not path.exists():
+        CACHE.mkdir(exist_ok=True)
+        with np.load(data, allow_pickle=False) as npz:
+            rng = np.random.default_rng(seed)
+            idx = np.sort(rng.permutation(len(npz["train_labels"]))[:n_pool])
+            test = np.arange(len(npz["test_labels"]))
+            out = {
+                "X": decode(npz, "train", idx),
+                "y": npz["train_labels"][idx],
+                "X_test": decode(npz, "test", test),
+                "y_test": npz["test_labels"][test],
+            }
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **out)
+        tmp.replace(path)
+    with np.load(path) as f:
+        return f["X"], f["y"], f["X_test"], f["y_test"]
+
+
+def model(name, args, seed, cache_dir):
+    from peal_sk.classifier import PEALClassifier
+
+    kw = dict(
+        img_size=args.img_size,
+        max_epochs=args.epochs,
+        random_state=seed,
+        classes=np.arange(10),
+        cache_dir=cache_dir,
+    )
+    if name == "linear":
+        return PEALClassifier("efficientnet_lite0", finetune="linear", **kw)
+    return PEALClassifier("efficientnet_lite0", lora_last_blocks=args.last_blocks, **kw)
+
+
+def initial_labels(start, X, seed, args, cache_dir):
+    rng = np.random.default_rng(seed)
+    if start == "random":
+        return rng.choice(len(X), SCHEDULE[0], replace=False)
+    from peal_sk.selection import make_selector
+
+    emb = model("linear", args, seed, cache_dir).transform(X)  # pretrained embeddings
+    sel = make_selector("typiclust", n_instances=SCHEDULE[0], random_state=seed)
+    return np.asarray(sel.select(emb, SCHEDULE[0]))
+
+
+def run_cell(start, model_name, strategy, seed, data, args, cache_dir):
+    """One learning curve: accuracy and times at each budget of SCHEDULE."""
+    from peal_sk.selection import make_selector
+
+    X, y, X_test, y_test = data
+    labelled = list(initial_labels(start, X, seed, args, cache_dir))
+    rows, clf = [], None
+    for cycle, budget in enumerate(SCHEDULE):
+        if cycle:
+            n = budget - len(labelled)
+            pool = np.setdiff1d(np.arange(len(X)), labelled)
+            sel = make_selector(strategy, n_instances=n, random_state=seed * 1000 + cycle)
+            t0 = time.perf_counter()
+            picks = sel.select(
+                X[pool], n, classifier=clf, X_labeled=X[labelled], y_labeled=y[labelled]
+            )
+            rows[-1]["query_s"] = time.perf_counter() - t0
+            labelled += pool[np.asarray(picks)].tolist()
+        clf = model(model_name, args, seed, cache_dir)
+        t0 = time.perf_counter()
+        clf.fit(X[labelled], y[labelled])
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        acc = float(np.mean(clf.predict(X_test) == y_test))
+        rows.append(
+            {
+                "n_labels": len(labelled),
+                "accuracy": acc,
+                "fit_s": fit_s,
+                "test_s": time.perf_counter() - t0,
+            }
+        )
+        print(f"  {start}/{model_name}/{strategy}/seed {seed}: {len(labelled)} labels, {acc:.4f}")
+    return {"start": start, "model": model_name, "strategy": strategy, "seed": seed,
+            "rows": rows, "labelled": [int(i) for i in labelled]}  # fmt: skip
+
+
+def summarise(cells):
+    groups = {}
+    for c in cells:
+        groups.setdefault((c["start"], c["model"], c["strategy"]), []).append(c)
+    summary = []
+    for (start, model_name, strategy), group in sorted(groups.items()):
+        acc = np.array([[r["accuracy"] for r in c["rows"]] for c in group])
+        per_cycle = [
+            np.mean([r["fit_s"] + r["test_s"] + r.get("query_s", 0.0) for r in c["rows"]])
+            for c in group
+        ]
+        summary.append(
+            {
+                "start": start,
+                "model": model_name,
+                "strategy": strategy,
+                "seeds": sorted(c["seed"] for c in group),
+                "n_labels": list(SCHEDULE),
+                "mean": acc.mean(0).tolist(),
+                "std": acc.std(0).tolist(),
+                "time_per_cycle_s": float(np.mean(per_cycle)),
+            }  # fmt: skip
+        )
+    return summary
+
+
+def labels_to_reach(entry, target):
+    for n, a in zip(entry["n_labels"], entry["mean"], strict=True):
+        if a >= target:
+            return n
+    return None
+
+
+def table(summary):
+    ref = [
+        s
+        for s in summary
+        if (s["start"], s["model"], s["strategy"]) == ("random", "linear", "random")
+    ]
+    target = ref[0]["mean"][-1] if ref else None
+    head = "| start | model | strategy | seeds | " + " | ".join(f"{n}" for n in SCHEDULE)
+    lines = [head + " | labels to reach target | s / cycle |",
+             "|" + "---|" * (len(SCHEDULE) + 6)]  # fmt: skip
+    for s in summary:
+        cells = " | ".join(
+            f"{100 * m:.1f} ± {100 * d:.1f}" for m, d in zip(s["mean"], s["std"], strict=True)
+        )
+        reach = labels_to_reach(s, target) if target is not None else None
+        reach = "-" if target is None else (f"> {SCHEDULE[-1]}" if reach is None else str(reach))
+        lines.append(
+            f"| {s['start']} | {s['model']} | {s['strategy']} | {len(s['seeds'])} | {cells} | "
+            f"{reach} | {s['time_per_cycle_s']:.1f} |"
+        )
+    note = f"Target: random + linear probe at {SCHEDULE[-1]} labels, " + (
+        "not run yet." if target is None else f"{100 * target:.1f} %."
+    )
+    return "\n".join([note, "", *lines]) + "\n", target
+
+
+def plot(summary, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for s in summary:
+        m, d = 100 * np.array(s["mean"]), 100 * np.array(s["std"])
+        style = "-" if s["model"] == "lora" else "--"
+        label = f"{s['model']} {s['strategy']} ({s['start']} start)"
+        ax.plot(s["n_labels"], m, style, marker="o", ms=3, label=label)
+        ax.fill_between(s["n_labels"], m - d, m + d, alpha=0.15)
+    ax.set_xlabel("labels")
+    ax.set_ylabel("test accuracy %")
+    ax.set_title("CIFAR-10, EfficientNet-Lite0 128 px")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=None, help="cifar10-jpeg.npz")
+    parser.add_argument("--pool", type=int, default=10_000)
+    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--last-blocks", type=int, default=2)
+    parser.add_argument("--models", nargs="+", default=["linear", "lora"])
+    parser.add_argument("--strategies", nargs="+", default=list(SEEDS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="seeds for every strategy (default: the issue's 5 or 3)")  # fmt: skip
+    parser.add_argument("--starts", nargs="+", default=["random", "typiclust"])
+    parser.add_argument("--out", default="benchmarks/results/cifar10_peal")
+    args = parser.parse_args()
+    out = Path(args.out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    cache_dir = CACHE / f"peal-store-{args.pool}"
+    data = arrays(cifar10_npz(args.data), args.pool)
+    grid = [
+        (start, m, s, seed)
+        for start in args.starts
+        for seed in range(max(SEEDS.values()))
+        for s in args.strategies
+        for m in args.models
+        if (seed in args.seeds if args.seeds is not None else seed < SEEDS.get(s, 3))
+    ]
+    for start, m, s, seed in grid:
+        cell = out / "cells" / f"{start}-{m}-{s}-{seed}.json"
+        if cell.exists():
+            continue
+        print(f"cell {cell.name}")
+        t0 = time.perf_counter()
+        result = run_cell(start, m, s, seed, data, args, cache_dir)
+        result["wall_s"] = time.perf_counter() - t0
+        write_atomic(cell, json.dumps(result, indent=1) + "\n")
+        cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+        summary = summarise(cells)
+        text, target = table(summary)
+        write_atomic(out / "table.md", text)
+        plot(summary, out / "curves.png")
+        write_json(
+            out / "results.json",
+            {
+                "meta": run_metadata("cifar10_peal.py"),
+                "args": vars(args),
+                "target": target,
+                "summary": summary,
+            },  # fmt: skip
+        )
+
+
+if __name__ == "__main__":
+    main()

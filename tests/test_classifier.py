@@ -161,16 +161,32 @@ def test_bf16_precision_runs():
     assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_precision_auto_follows_the_hardware(monkeypatch):
+def test_precision_auto_is_the_fastest_measured(monkeypatch, tmp_path):
+    import peal_sk.classifier._autotune as autotune
+
     X, y = images(8)
-    clf = PEALClassifier(**TINY_VIT, max_epochs=1, device="cpu", random_state=0).fit(X, y)
-    assert clf.precision == "auto"
-    assert clf.precision_ == ("bf16" if native_bf16_cpu() else "fp32")
-    assert clf.net_.module_.precision == clf.precision_
-    # a CPU that reports AMX tiles gets bfloat16, without a warning
+    monkeypatch.setenv("PEAL_SK_CACHE_DIR", str(tmp_path))
+    # a CPU that reports AMX tiles may train in bfloat16 (never where it is emulated)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    for fastest, rates in (
+        ("bf16", {"bf16": 2.0, "fp32": 1.0}),
+        ("fp32", {"bf16": 1.0, "fp32": 2.0}),
+    ):
+        autotune._memo.clear()
+        (tmp_path / "autotune.json").unlink(missing_ok=True)
+        # timings faked: every candidate's rate by its precision (ONNX Runtime: fp32)
+        monkeypatch.setattr(
+            autotune, "_rate", lambda e, b, n, r=rates: r[getattr(e, "precision", "fp32")]
+        )
+        clf = PEALClassifier(**TINY_VIT, max_epochs=1, device="cpu", random_state=0).fit(X, y)
+        assert clf.precision == "auto" and clf.precision_ == fastest
+        assert clf.net_.module_.precision == clf.precision_
+    # without native bfloat16, fp32 is the only candidate: nothing is timed
+    autotune._memo.clear()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     clf = PEALClassifier(**TINY_VIT, max_epochs=1, device="cpu", random_state=0).fit(X, y)
-    assert clf.precision_ == "bf16"
+    assert clf.precision_ == "fp32"
 
 
 def test_fit_steps_can_be_overridden():

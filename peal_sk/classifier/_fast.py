@@ -274,6 +274,7 @@ def choose_training(module, ident, input_shape, *, device, precision, batch_size
             out.float().logsumexp(dim=1).mean().backward()
             opt.step()
 
+        step.name, step.precision = layout, prec
         return step
 
     choice = _autotune.choose(

@@ -237,6 +237,7 @@ def _report(results, out):
 def main(argv=None):
     """Entry point of the ``peal-sk`` console script."""
     from .experiments import SimulationConfig, simulate
+    from .experiments._simulate import check_targets
     from .selection import parse_selector_params
 
     parser = build_parser()
@@ -293,6 +294,7 @@ def main(argv=None):
                 strategy_params=parse_selector_params(args.param),
             )
             config.validate()
+            check_targets(args.targets)
         except ValueError as exc:
             parser.error(str(exc))
         out = args.out or Path("results") / f"{Path(str(args.dataset)).stem}-{args.mode}"

@@ -90,6 +90,43 @@ def cycle(clf, X, y, labelled, n_query):
     return row, new, proba
 
 
+BASELINE = """
+import json, sys, time
+import numpy as np
+from peal_sk.classifier import PEALClassifier
+a = json.loads(sys.argv[1])
+with np.load(a["arrays"]) as f:
+    X_lab, y_lab, X_pool = f["X_lab"], f["y_lab"], f["X_pool"]
+clf = PEALClassifier("efficientnet_lite0", img_size=a["img_size"], lora_last_blocks=a["k"],
+                     max_epochs=a["epochs"], random_state=0)
+t0 = time.perf_counter(); clf.fit(X_lab, y_lab); fit_s = time.perf_counter() - t0
+t0 = time.perf_counter(); clf.predict_proba(X_pool); pass_s = time.perf_counter() - t0
+print(json.dumps({"fit_s": fit_s, "pass_s": pass_s, "precision": clf.precision_}))
+"""
+
+
+def baseline_subprocess(args, X_lab, y_lab, X_pool):
+    """fit and predict_proba timed with the code in ``args.baseline_from`` (a subprocess)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays_file = Path(tmp) / "arrays.npz"
+        np.savez(arrays_file, X_lab=X_lab, y_lab=y_lab, X_pool=X_pool)
+        spec = {"arrays": str(arrays_file), "img_size": args.img_size, "k": args.last_blocks,
+                "epochs": args.plain_epochs}  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(Path(args.baseline_from).resolve())}
+        out = subprocess.run(
+            [sys.executable, "-c", BASELINE, json.dumps(spec)],
+            env=env, capture_output=True, text=True, check=True, cwd=tmp,
+        )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print("baseline (today's code):", result)
+    return result["fit_s"], result["pass_s"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="cifar10-jpeg.npz")
@@ -103,6 +140,12 @@ def main():
     parser.add_argument("--plain-epochs", type=int, default=2)
     parser.add_argument("--cache-dir", default=None, help="store of the frozen prefix")
     parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument(
+        "--baseline-from",
+        default=None,
+        help="a checkout of the code before the fast path (git worktree add DIR 0cce5a7): "
+        "today's path is timed there, in a subprocess of this run",
+    )
     parser.add_argument("--out", default="benchmarks/results/peal_cycle.json")
     args = parser.parse_args()
     data = cifar10_npz(args.data)
@@ -143,21 +186,25 @@ def main():
 
     if not args.skip_plain:
         # -- the plain path, on a sample of the pool and a few epochs, scaled
-        plain = PEALClassifier(
-            "efficientnet_lite0", **{**common, "max_epochs": args.plain_epochs},
-            cache_prefix=False,
-        )  # fmt: skip
-        plain._fast = lambda source: False
-        t0 = time.perf_counter()
-        plain.fit(X[labelled], y[labelled])
-        fit_s = time.perf_counter() - t0
         sample = np.setdiff1d(np.arange(len(X)), labelled)[: args.plain_images]
-        t0 = time.perf_counter()
-        plain_proba = plain.predict_proba(X[sample])
-        pass_s = time.perf_counter() - t0
+        if args.baseline_from:
+            fit_s, pass_s = baseline_subprocess(args, X[labelled], y[labelled], X[sample])
+        else:
+            plain = PEALClassifier(
+                "efficientnet_lite0", **{**common, "max_epochs": args.plain_epochs},
+                cache_prefix=False,
+            )  # fmt: skip
+            plain._fast = lambda source: False
+            t0 = time.perf_counter()
+            plain.fit(X[labelled], y[labelled])
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            plain.predict_proba(X[sample])
+            pass_s = time.perf_counter() - t0
         n_pool = first["n_pool"]
         per_image = pass_s / len(sample)
         scaled = {
+            "code": args.baseline_from or "this checkout, fast path off (cache_prefix=False)",
             "fit_s_measured": fit_s,
             "fit_epochs_measured": args.plain_epochs,
             "pool_pass_s_measured": pass_s,
@@ -189,7 +236,6 @@ def main():
             "argmax_equal": float(np.mean(fast_small.argmax(1) == plain_small.argmax(1))),
             "n": 200,
         }
-        del plain_proba
     write_json(Path(args.out), result)
 
 

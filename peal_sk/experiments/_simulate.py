@@ -94,6 +94,11 @@ class SimulationConfig:
         Features for "logreg" and for one-shot selection: the pixels (or the dataset's
         feature rows), or frozen embeddings of ``backbone``.
     backbone, pretrained, img_size, backbone_kwargs, epochs, lr
+    lora_last_blocks : int or None
+        The "lora" model adapts the last this many blocks (None or 0: every block). 2 by
+        default: on CIFAR-10 with EfficientNet-Lite0 at 128 px and 200 labels it was the
+        measured compromise between accuracy and time per cycle (docs: PEAL's loop;
+        ``benchmarks/bench_lora_blocks.py``).
         The backbone and PEALClassifier
         settings ("linear" / "lora" models, "backbone" features).
     initial, step, cycles : int
@@ -139,6 +144,7 @@ class SimulationConfig:
     backbone_kwargs: dict = field(default_factory=dict)
     epochs: int = 10
     lr: float = 1e-3
+    lora_last_blocks: object = 2
     initial: int = 10
     step: int = 10
     cycles: int = 8
@@ -180,6 +186,9 @@ class SimulationConfig:
             raise ValueError(f"unknown models {bad}; choose from {list(MODELS)}.")
         if self.features not in ("raw", "backbone"):
             raise ValueError(f"features must be 'raw' or 'backbone'; got {self.features!r}.")
+        k = self.lora_last_blocks
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+            raise ValueError(f"lora_last_blocks must be an int >= 0 or None; got {k!r}.")
         for name in ("initial", "step", "cycles", "epochs", "img_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
@@ -352,6 +361,7 @@ def _model(name, config, seed, classes, cache_dir=None, progress=False):
         img_size=config.img_size,
         finetune=name,
         max_epochs=config.epochs,
+        lora_last_blocks=config.lora_last_blocks or None,
         lr=config.lr,
         classes=classes,
         random_state=seed,

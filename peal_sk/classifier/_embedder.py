@@ -2,12 +2,10 @@
 
 # SPDX-License-Identifier: BSD-3-Clause
 
-import contextlib
 import functools
 import hashlib
 import math
 import os
-import threading
 import warnings
 from numbers import Integral
 from pathlib import Path
@@ -18,6 +16,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ..utils._io import write_atomic
 from . import _autotune
 from ._engines import (
     ExportMismatch,
@@ -430,15 +429,7 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             # unique per process and thread; open() keeps the umask's permissions
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, emb, allow_pickle=False)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_atomic(path, lambda fh: np.save(fh, emb, allow_pickle=False))
         return emb
 
     def get_feature_names_out(self, input_features=None):

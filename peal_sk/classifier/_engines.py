@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils._io import write_atomic
 from ._torch_utils import autocast
 
 __all__ = ["ExportMismatch", "OnnxEngine", "TorchEngine", "onnx_available", "onnx_cache_dir"]
@@ -259,13 +260,7 @@ class OnnxEngine:
             buf = io.BytesIO()
             _export(model, input_size, buf)
             return buf.getvalue()
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            _export(model, input_size, os.fspath(tmp))
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        write_atomic(path, lambda name: _export(model, input_size, name), by_name=True)
         return os.fspath(path)
 
     def __call__(self, xb):

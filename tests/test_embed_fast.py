@@ -568,6 +568,7 @@ def test_inputs_run_in_torch_take_torch_batch_size(monkeypatch):
         return real(source, pre, batch_size, **kwargs)
 
     monkeypatch.setattr(embedder_module, "iter_batches", recording)
+    fake_rates(monkeypatch, {"torch/fp32": 10.0, "onnxruntime/fp32": 20.0})  # ONNX wins
     X = np.zeros((3, 224, 224, 3), dtype=np.uint8)
     emb = BackboneEmbedder(**{**TINY, "img_size": 224}, device="cpu", precision="fp32").fit()
     emb.transform(X)  # under 256 images: torch, with torch's batch size

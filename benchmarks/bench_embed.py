@@ -172,6 +172,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows")
+    p.add_argument("--out", default=None, help="result file (default results/embed.json)")
     p.add_argument("--data", default=None, help=f"cifar10-jpeg.npz (default {DATA}) or 'none'")
     args = p.parse_args(argv)
 
@@ -329,7 +330,7 @@ def main(argv=None):
     except ImportError:
         meta["onnxruntime"] = None
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "embed.json"
+    path = Path(args.out) if args.out else RESULTS / "embed.json"
     write_json(path, {"meta": meta, "results": results})
 
 

@@ -272,3 +272,15 @@ def test_split_is_none_where_it_cannot_cut():
     )
     assert fast.split_backbone(vit, 3) is None  # every block adapted: nothing frozen to store
     assert fast.split_backbone(vit, 1).cut == 2
+
+
+def test_explicit_bf16_where_it_is_emulated(monkeypatch):
+    """An AVX2-only CPU: an explicit bf16 runs emulated, with a warning (found by a run
+    with the bf16 detection off: the frozen part refused it)."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    X, y = images(16)
+    with pytest.warns(UserWarning, match="emulated"):
+        clf = PEALClassifier(**TINY_VIT, lora_last_blocks=1, precision="bf16").fit(X, y)
+    assert clf.precision_ == "bf16" and clf.engine_precision_ == "bf16"
+    assert np.isfinite(clf.predict_proba(X)).all()

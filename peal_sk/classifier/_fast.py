@@ -35,6 +35,7 @@ from ._engines import (
 )
 from ._pipeline import Preprocessor, iter_batches
 from ._store import get_store, row_keys, subset
+from ._torch_utils import resolve_precision
 
 __all__ = [
     "FrozenPart",
@@ -376,6 +377,9 @@ class FrozenPart:
         self.convolutional = any(isinstance(m, nn.Conv2d) for m in module.modules())
         onnx_ok = on_cpu and named and onnx_available()
         pairs = _autotune.candidates(device, engine=engine, precision=precision, onnx_ok=onnx_ok)
+        if not pairs and engine in ("auto", "torch") and precision != "auto":
+            # an explicit precision this device would emulate: as asked, with a warning
+            pairs = [("torch", resolve_precision(precision, device))]
         if not pairs:
             raise ValueError(
                 f"engine={engine!r} cannot run precision={precision!r} on device={device!r}; "

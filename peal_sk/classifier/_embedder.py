@@ -11,7 +11,6 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -19,13 +18,13 @@ from sklearn.utils.validation import check_is_fitted
 from ..utils._io import write_atomic
 from . import _autotune
 from ._engines import (
-    ExportMismatch,
     OnnxEngine,
     TorchEngine,
     _has_convolutions,
     export_key,
     onnx_available,
     onnx_cache_dir,
+    run_batches,
 )
 from ._images import check_images
 from ._pipeline import Preprocessor, iter_batches
@@ -407,25 +406,17 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
             pre = Preprocessor(config, channels_last=engine.channels_last)
         batch_size = self._batch_size_for(engine.name, model)
         batches = iter_batches(source, pre, batch_size, progress=self.progress)
-        out = []
-        try:
-            for xb in batches:
-                try:
-                    out.append(engine(xb))
-                except ExportMismatch:
-                    if self.engine != "auto":
-                        raise
-                    warnings.warn(
-                        f"the ONNX export of {self.backbone!r} disagrees with torch; "
-                        "embedding with torch instead.",
-                        UserWarning,
-                        stacklevel=2,
-                    )
-                    engine = TorchEngine(model, self._device(), self._torch_precision())
-                    out.append(engine(xb))
-        finally:
-            batches.close()
-        emb = torch.cat(out).numpy().astype(np.float32, copy=False)
+
+        def fallback():
+            warnings.warn(
+                f"the ONNX export of {self.backbone!r} disagrees with torch; embedding with "
+                "torch instead.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return TorchEngine(model, self._device(), self._torch_precision())
+
+        emb = run_batches(engine, batches, None if self.engine != "auto" else fallback)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             # unique per process and thread; open() keeps the umask's permissions

@@ -29,7 +29,14 @@ from torch import nn
 from ..utils._io import write_atomic
 from ._torch_utils import autocast
 
-__all__ = ["ExportMismatch", "OnnxEngine", "TorchEngine", "onnx_available", "onnx_cache_dir"]
+__all__ = [
+    "ExportMismatch",
+    "OnnxEngine",
+    "TorchEngine",
+    "onnx_available",
+    "onnx_cache_dir",
+    "run_batches",
+]
 
 #: ONNX opset of the export (ONNX Runtime >= 1.14 runs it)
 OPSET = 17
@@ -113,6 +120,39 @@ class TorchEngine:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(xb, self.precision):
                 return self.model(xb).float().cpu()
+
+
+def run_batches(engine, batches, fallback=None):
+    """``engine`` over ``batches`` (closed at the end, if it can be), as one float32 array.
+
+    Parameters
+    ----------
+    engine : callable
+        Batch -> float32 CPU tensor (:class:`TorchEngine`, :class:`OnnxEngine`).
+    batches : iterable of torch.Tensor
+    fallback : callable or None, default=None
+        ``fallback()`` returns the engine that takes over when an ONNX export disagrees
+        with torch on its first batch (:class:`ExportMismatch`); None lets it raise.
+
+    Returns
+    -------
+    out : ndarray of float32
+    """
+    out = []
+    try:
+        for xb in batches:
+            try:
+                out.append(engine(xb))
+            except ExportMismatch:
+                if fallback is None:
+                    raise
+                engine = fallback()
+                out.append(engine(xb))
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
 def static_same_padding(model, input_size):

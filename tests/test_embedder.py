@@ -384,7 +384,7 @@ def test_random_weights_are_the_same_in_every_process(X, tmp_path):
     code = (
         "import sys, numpy as np, torch; torch.manual_seed(int(sys.argv[2]));"
         "from peal_sk.classifier import BackboneEmbedder;"
-        f"emb = BackboneEmbedder(**{TINY!r}, batch_size=8, engine='torch').fit();"
+        f"emb = BackboneEmbedder(**{TINY!r}, batch_size=8, engine='torch', precision='fp32').fit();"
         "np.save(sys.argv[1], emb.transform(np.load(sys.argv[1] + '.X.npy')))"
     )
     out = tmp_path / "theirs.npy"

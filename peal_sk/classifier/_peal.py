@@ -102,8 +102,9 @@ class PEALClassifier(
         "bf16": bfloat16 autocast, fast where the hardware computes bfloat16 natively (a
         CPU with AVX512-BF16 or AMX, a CUDA GPU of compute capability 8.0 or newer) and
         emulated, several times slower, elsewhere (an explicit "bf16" there warns).
-        "auto" chooses bf16 where it is native and fp32 elsewhere; ``precision_`` records
-        the choice. With an ``accelerator`` whose ``mixed_precision`` is "bf16" or "fp16",
+        "auto": the faster of fp32 and (where native) bf16, measured once per machine for
+        this network (:ref:`estimator`); ``precision_`` records the choice. With an
+        ``accelerator`` whose ``mixed_precision`` is "bf16" or "fp16",
         "auto" follows the accelerator, and "fp32" (or the other reduced precision)
         contradicts it: ``fit`` raises a ``ValueError``. With ``mixed_precision="no"``,
         ``precision`` applies as without accelerate.

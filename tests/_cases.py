@@ -135,3 +135,16 @@ def make_data(seed=0, *, n_pool=30, n_per_class=3, n_features=4):
     clf = LogisticRegression().fit(X_labeled, y_labeled)
     learner = LearnerLike(clf, X_labeled, y_labeled)
     return Data(X[rest], X_labeled, y_labeled, clf, learner)
+
+
+def stripe_images(n=40, seed=0, size=28):
+    """Two classes of uint8 NHWC images: horizontal vs vertical stripes, with noise.
+
+    The torch-half tests' images (PEALClassifier's fast path), learnable in a few epochs.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    stripes = (np.arange(size) // 2 % 2 * 120.0 + 60)[:, None] * np.ones((1, size))
+    base = np.where(y[:, None, None] == 1, stripes.T[None], stripes[None])[..., None]
+    X = np.clip(base + rng.normal(scale=25, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
+    return X, y

@@ -17,6 +17,7 @@ pytest.importorskip("skorch")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from _cases import stripe_images  # noqa: E402
 from numpy.testing import assert_allclose, assert_array_equal  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 
@@ -53,14 +54,7 @@ TINY_CNN = dict(
 )
 
 
-def images(n=40, seed=0, size=28):
-    """Two classes of uint8 NHWC images: horizontal vs vertical stripes, with noise."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    stripes = (np.arange(size) // 2 % 2 * 120.0 + 60)[:, None] * np.ones((1, size))
-    base = np.where(y[:, None, None] == 1, stripes.T[None], stripes[None])[..., None]
-    X = np.clip(base + rng.normal(scale=25, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
-    return X, y
+images = stripe_images
 
 
 @pytest.fixture(autouse=True)

@@ -188,6 +188,160 @@ def table(summary):
     return "\n".join([note, "", *lines]) + "\n", target
 
 
+#: budgets shown in the compact summary (the full table has all of SCHEDULE)
+SHOWN = (20, 60, 100, 200, 300, 400)
+REFERENCE = ("random", "linear", "random")  # (start, model, strategy) of the target
+
+
+def _curve(cell):
+    return [r["accuracy"] for r in cell["rows"]]
+
+
+def per_seed_reach(cells):
+    """Labels each cell needs to reach its own seed's random + linear 400-label accuracy.
+
+    The target of seed s is the accuracy at 400 labels of the random-start, linear-probe,
+    random-picks cell with seed s (paired: both cells start from the same 20 labels when
+    the start is random). Cells whose seed has no reference cell are left out.
+    """
+    ref = {
+        c["seed"]: _curve(c)[-1]
+        for c in cells
+        if (c["start"], c["model"], c["strategy"]) == REFERENCE
+    }
+    out = {}
+    for c in cells:
+        if c["seed"] not in ref:
+            continue
+        hit = [n for n, a in zip(SCHEDULE, _curve(c), strict=True) if a >= ref[c["seed"]]]
+        out.setdefault((c["start"], c["model"], c["strategy"]), {})[c["seed"]] = (
+            hit[0] if hit else None
+        )
+    return out
+
+
+def paired_differences(cells, budgets=(100, 200, 400)):
+    """LoRA minus linear probe, same (start, strategy, seed): mean and range per budget."""
+    by = {(c["start"], c["model"], c["strategy"], c["seed"]): _curve(c) for c in cells}
+    rows = {}
+    for (start, model_name, strategy, seed), curve in by.items():
+        other = by.get((start, "linear", strategy, seed))
+        if model_name != "lora" or other is None:
+            continue
+        rows.setdefault((start, strategy), []).append(
+            [curve[SCHEDULE.index(b)] - other[SCHEDULE.index(b)] for b in budgets]
+        )
+    return {k: np.array(v) for k, v in sorted(rows.items())}, budgets
+
+
+def _pct(mean, std, n):
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 else f"{100 * mean:.1f}"
+
+
+def _reach(n):
+    return f"> {SCHEDULE[-1]}" if n is None else str(n)
+
+
+def summary_markdown(summary, cells, target):
+    """The claim in Markdown (``summary.md``; the docs include it): every number from the cells."""
+    ref = [s for s in summary if (s["start"], s["model"], s["strategy"]) == REFERENCE]
+    if not ref:
+        return "No random + linear probe cell yet: no target.\n"
+    n_ref = len(ref[0]["seeds"])
+    lines = [
+        f"Target: random + linear probe at {SCHEDULE[-1]} labels, "
+        f"**{_pct(ref[0]['mean'][-1], ref[0]['std'][-1], n_ref)} %** ({n_ref} seeds). "
+        f"{len(cells)} cells (start, model, strategy, seed) of the grid have run.",
+        "",
+        "Accuracy % on the CIFAR-10 test split, mean ± std over the seeds:",
+        "",
+        "| start | model | strategy | seeds | "
+        + " | ".join(map(str, SHOWN))
+        + " | labels to reach the target | s / cycle |",
+        "|" + "---|" * (len(SHOWN) + 6),
+    ]
+    for s in summary:
+        n = len(s["seeds"])
+        accs = " | ".join(
+            _pct(s["mean"][SCHEDULE.index(b)], s["std"][SCHEDULE.index(b)], n) for b in SHOWN
+        )
+        lines.append(
+            f"| {s['start']} | {s['model']} | {s['strategy']} | {n} | {accs} | "
+            f"{_reach(labels_to_reach(s, target))} | {s['time_per_cycle_s']:.0f} |"
+        )
+    reach = per_seed_reach(cells)
+    seeds = sorted({c["seed"] for c in cells})
+    lines += [
+        "",
+        "Labels each seed needs to reach its own seed's random + linear 400-label accuracy "
+        '("-": that cell has not run):',
+        "",
+        "| start | model | strategy | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|" + "---|" * (len(seeds) + 3),
+    ]
+    for (start, model_name, strategy), by_seed in sorted(reach.items()):
+        row = " | ".join(_reach(by_seed[s]) if s in by_seed else "-" for s in seeds)
+        lines.append(f"| {start} | {model_name} | {strategy} | {row} |")
+    diffs, budgets = paired_differences(cells)
+    if diffs:
+        lines += [
+            "",
+            "LoRA minus linear probe, same start, strategy and seed (accuracy points, mean "
+            "and [min, max] over the seeds):",
+            "",
+            "| start | strategy | seeds | " + " | ".join(f"{b} labels" for b in budgets) + " |",
+            "|" + "---|" * (len(budgets) + 3),
+        ]
+        for (start, strategy), d in diffs.items():
+            cols = " | ".join(
+                f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+                for m, lo, hi in zip(100 * d.mean(0), 100 * d.min(0), 100 * d.max(0), strict=True)
+            )
+            lines.append(f"| {start} | {strategy} | {len(d)} | {cols} |")
+    lora = [s for s in summary if s["model"] == "lora"]
+    if lora:
+        best = min(lora, key=lambda s: (labels_to_reach(s, target) or 10**9, -s["mean"][-1]))
+        n_best = labels_to_reach(best, target)
+        moonshot = n_best is not None and n_best <= 200
+        lines += [
+            "",
+            f"Fewest labels for LoRA on the means: **{_reach(n_best)}** with "
+            f"{best['strategy']} picks from a {best['start']} start ({len(best['seeds'])} "
+            f"seeds). Moonshot (<= 200 labels with the best strategy): "
+            f"**{'met' if moonshot else 'not met'}** on the means.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out, args):
+    """Rewrite table.md, summary.md, curves.png and results.json from OUT/cells."""
+    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    summary = summarise(cells)
+    text, target = table(summary)
+    write_atomic(out / "table.md", text)
+    write_atomic(out / "summary.md", summary_markdown(summary, cells, target))
+    plot(summary, out / "curves.png")
+    reach = per_seed_reach(cells)
+    write_json(
+        out / "results.json",
+        {
+            "meta": run_metadata("cifar10_peal.py"),
+            "args": vars(args),
+            "target": target,
+            "summary": summary,
+            "per_seed_labels_to_reach": [
+                {
+                    "start": k[0],
+                    "model": k[1],
+                    "strategy": k[2],
+                    "labels": {str(s): n for s, n in v.items()},
+                }
+                for k, v in sorted(reach.items())
+            ],
+        },  # fmt: skip
+    )
+
+
 def plot(summary, path):
     try:
         import matplotlib
@@ -225,10 +379,15 @@ def main():
                         help="seeds for every strategy (default: the issue's 5 or 3)")  # fmt: skip
     parser.add_argument("--starts", nargs="+", default=["random", "typiclust"])
     parser.add_argument("--out", default="benchmarks/results/cifar10_peal")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="run no cell: rewrite the summary files from OUT/cells")  # fmt: skip
     args = parser.parse_args()
     out = Path(args.out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     cache_dir = CACHE / f"peal-store-{args.pool}"
+    if args.summary_only:
+        write_summary(out, args)
+        return
     data = arrays(cifar10_npz(args.data), args.pool)
     grid = [
         (start, m, s, seed)
@@ -247,20 +406,7 @@ def main():
         result = run_cell(start, m, s, seed, data, args, cache_dir)
         result["wall_s"] = time.perf_counter() - t0
         write_atomic(cell, json.dumps(result, indent=1) + "\n")
-        cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
-        summary = summarise(cells)
-        text, target = table(summary)
-        write_atomic(out / "table.md", text)
-        plot(summary, out / "curves.png")
-        write_json(
-            out / "results.json",
-            {
-                "meta": run_metadata("cifar10_peal.py"),
-                "args": vars(args),
-                "target": target,
-                "summary": summary,
-            },  # fmt: skip
-        )
+        write_summary(out, args)
 
 
 if __name__ == "__main__":

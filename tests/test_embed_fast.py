@@ -294,7 +294,36 @@ def test_a_slow_candidate_is_given_up(monkeypatch):
         batch_size=4, pairs=[("fast", "fp32"), ("slow", "fp32")], cache=False,
     )  # fmt: skip
     assert choice.engine == "fast" and choice.images_per_s["slow/fp32"] == 10.0
-    assert calls == [("fast", 1), ("fast", 1), ("slow", 1)]  # slow: one batch, then given up
+    # rounds in turn; slow: one batch, then given up
+    assert calls == [("fast", 1), ("slow", 1), ("fast", 1), ("fast", 1)]
+
+
+@pytest.mark.parametrize(("rate", "timed_size"), [(1000.0, 64), (10.0, 32)])
+def test_timing_batches_hold_the_batch_size_when_cheap(monkeypatch, rate, timed_size):
+    # 64 images at 1,000 images/s: 0.064 s, timed at the size the engine will run at; at
+    # 10 images/s (6.4 s a batch) the timing stays on batches of MAX_TIMING_BATCH
+    sizes = []
+
+    def fake_rate(engine, batch, n_timed):
+        sizes.append(len(batch))
+        return rate * (2.0 if engine.name == "b" else 1.0)
+
+    class Engine:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, batch):
+            return batch
+
+    monkeypatch.setattr(autotune, "_rate", fake_rate)
+    choice = autotune.choose(
+        "test-size", lambda name, precision: Engine(name), (3, 4, 4), device="cpu",
+        batch_size=64, pairs=[("a", "fp32"), ("b", "fp32")], cache=False,
+    )  # fmt: skip
+    assert choice.engine == "b"
+    assert sizes[:2] == [autotune.MAX_TIMING_BATCH] * 2  # the first round, small
+    assert set(sizes[2:]) == {timed_size}
+    assert len(sizes) == 2 * autotune.TIMED_ROUNDS + (2 if timed_size == 64 else 0)
 
 
 def test_auto_batch_size_by_architecture():

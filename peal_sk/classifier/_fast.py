@@ -192,8 +192,11 @@ def suffix_choice(make_suffix, ident, token_shape, *, device, engine, precision,
     )
 
 
-#: rows of stored activations per batch of the adapted suffix
-SUFFIX_BATCH = 256
+#: rows of stored activations per batch of the adapted suffix: EfficientNet-Lite0's last
+#: two stages (112 x 8 x 8 rows) on a 2-core AVX512-BF16 CPU ran at 2,770 / 2,918 / 2,448 /
+#: 1,648 rows/s in torch bf16 at 64 / 128 / 256 / 512 rows per batch (ONNX Runtime: 1,788 /
+#: 1,970 / 1,748 / 1,765): larger batches leave the caches
+SUFFIX_BATCH = 128
 
 
 def run_module(module, values, *, device, choice, progress=False):

@@ -125,8 +125,10 @@ class BackboneEmbedder(TransformerMixin, BaseEstimator):
         "auto": the engine x precision measured fastest for this backbone, image size,
         batch size and machine. The first ``fit`` of a configuration times each candidate
         (torch in each precision the hardware runs natively; ONNX Runtime when installed,
-        on the CPU, for a named backbone) on a warm-up and two batches of at most 32
-        synthetic images, and keeps the fastest: a few seconds to a minute on a CPU, the
+        on the CPU, for a named backbone) after a warm-up, in three rounds that time one
+        batch of synthetic images per candidate in turn (32 images, or the batch size
+        when the fastest runs that in a quarter of a second), and keeps the fastest
+        candidate by its fastest batch: a few seconds to a minute on a CPU, the
         ONNX export included (``autotune_`` records the rates). The choice is cached in
         ``$PEAL_SK_CACHE_DIR/autotune.json`` (``~/.cache/peal_sk/autotune.json``) per
         machine, so later processes read it. Setting both ``engine`` and ``precision``

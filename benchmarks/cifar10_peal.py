@@ -299,16 +299,19 @@ def summary_markdown(summary, cells, target):
             )
             lines.append(f"| {start} | {strategy} | {len(d)} | {cols} |")
     lora = [s for s in summary if s["model"] == "lora"]
-    if lora:
-        best = min(lora, key=lambda s: (labels_to_reach(s, target) or 10**9, -s["mean"][-1]))
-        n_best = labels_to_reach(best, target)
+    # only rows with 3 seeds or more are ranked (one seed's curve says little), if any
+    ranked = [s for s in lora if len(s["seeds"]) >= 3] or lora
+    if ranked:
+        best = min(ranked, key=lambda s: (labels_to_reach(s, target) or 10**9, -s["mean"][-1]))
+        n_best, n_seeds = labels_to_reach(best, target), len(best["seeds"])
         moonshot = n_best is not None and n_best <= 200
         lines += [
             "",
-            f"Fewest labels for LoRA on the means: **{_reach(n_best)}** with "
-            f"{best['strategy']} picks from a {best['start']} start ({len(best['seeds'])} "
-            f"seeds). Moonshot (<= 200 labels with the best strategy): "
-            f"**{'met' if moonshot else 'not met'}** on the means.",
+            f"Fewest labels for LoRA on the means, among the rows with "
+            f"{'3 seeds or more' if ranked is not lora else 'any number of seeds'}: "
+            f"**{_reach(n_best)}** with {best['strategy']} picks from a {best['start']} start "
+            f"({n_seeds} seed{'s' if n_seeds > 1 else ''}). Moonshot (<= 200 labels with the "
+            f"best strategy): **{'met' if moonshot else 'not met'}** on the means.",
         ]
     return "\n".join(lines) + "\n"
 

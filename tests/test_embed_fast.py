@@ -273,6 +273,16 @@ def test_choice_is_cached_per_machine(monkeypatch, tmp_path):
     assert (other.engine_, other.precision_) == ("torch", "fp32")
 
 
+class _NamedEngine:
+    """A stand-in engine for the choice tests (its timings are faked)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, batch):
+        return batch
+
+
 def test_a_slow_candidate_is_given_up(monkeypatch):
     # rates faked (a real clock on a busy machine would make the test flaky)
     calls = []
@@ -281,16 +291,9 @@ def test_a_slow_candidate_is_given_up(monkeypatch):
         calls.append((engine.name, n_timed))
         return {"fast": 1000.0, "slow": 10.0}[engine.name]
 
-    class Engine:
-        def __init__(self, name):
-            self.name = name
-
-        def __call__(self, batch):
-            return batch
-
     monkeypatch.setattr(autotune, "_rate", rate)
     choice = autotune.choose(
-        "test-slow", lambda name, precision: Engine(name), (3, 4, 4), device="cpu",
+        "test-slow", lambda name, precision: _NamedEngine(name), (3, 4, 4), device="cpu",
         batch_size=4, pairs=[("fast", "fp32"), ("slow", "fp32")], cache=False,
     )  # fmt: skip
     assert choice.engine == "fast" and choice.images_per_s["slow/fp32"] == 10.0
@@ -308,16 +311,9 @@ def test_timing_batches_hold_the_batch_size_when_cheap(monkeypatch, rate, timed_
         sizes.append(len(batch))
         return rate * (2.0 if engine.name == "b" else 1.0)
 
-    class Engine:
-        def __init__(self, name):
-            self.name = name
-
-        def __call__(self, batch):
-            return batch
-
     monkeypatch.setattr(autotune, "_rate", fake_rate)
     choice = autotune.choose(
-        "test-size", lambda name, precision: Engine(name), (3, 4, 4), device="cpu",
+        "test-size", lambda name, precision: _NamedEngine(name), (3, 4, 4), device="cpu",
         batch_size=64, pairs=[("a", "fp32"), ("b", "fp32")], cache=False,
     )  # fmt: skip
     assert choice.engine == "b"

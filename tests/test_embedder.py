@@ -11,6 +11,7 @@ pytest.importorskip("timm")
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+from _cases import stripe_images  # noqa: E402
 from numpy.testing import assert_allclose, assert_array_equal  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.base import clone  # noqa: E402
@@ -36,13 +37,8 @@ N_FEATURES = 32
 
 
 def images(n=12, seed=0, size=28):
-    """Two classes of uint8 NHWC images: horizontal vs vertical stripes, with noise."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    stripes = (np.arange(size) // 2 % 2 * 120.0 + 60)[:, None] * np.ones((1, size))
-    base = np.where(y[:, None, None] == 1, stripes.T[None], stripes[None])[..., None]
-    X = np.clip(base + rng.normal(scale=25, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
-    return X, y
+    """Two classes of stripe images (tests/_cases.py), this file's default count."""
+    return stripe_images(n, seed, size)
 
 
 def embedder(**kwargs):

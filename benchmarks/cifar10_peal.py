@@ -213,9 +213,9 @@ def per_seed_reach(cells):
     for c in cells:
         if c["seed"] not in ref:
             continue
-        hit = [n for n, a in zip(SCHEDULE, _curve(c), strict=True) if a >= ref[c["seed"]]]
-        out.setdefault((c["start"], c["model"], c["strategy"]), {})[c["seed"]] = (
-            hit[0] if hit else None
+        curve = {"n_labels": SCHEDULE, "mean": _curve(c)}
+        out.setdefault((c["start"], c["model"], c["strategy"]), {})[c["seed"]] = labels_to_reach(
+            curve, ref[c["seed"]]
         )
     return out
 

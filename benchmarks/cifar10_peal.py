@@ -308,15 +308,25 @@ def summary_markdown(summary, cells, target):
     # only rows with 3 seeds or more are ranked (one seed's curve says little), if any
     ranked = [s for s in lora if len(s["seeds"]) >= 3] or lora
     if ranked:
-        best = min(ranked, key=lambda s: (labels_to_reach(s, target) or 10**9, -s["mean"][-1]))
-        n_best, n_seeds = labels_to_reach(best, target), len(best["seeds"])
+
+        def reach(s):
+            return labels_to_reach(s, target) or 10**9
+
+        n_best = min(reach(s) for s in ranked)
+        # every row reaching the target with the fewest labels: a tie is named, not broken
+        best = sorted((s for s in ranked if reach(s) == n_best), key=lambda s: -s["mean"][-1])
+        n_best = labels_to_reach(best[0], target)
         moonshot = n_best is not None and n_best <= 200
+        names = ", ".join(
+            f"{s['strategy']} picks from a {s['start']} start ({len(s['seeds'])} "
+            f"seed{'s' if len(s['seeds']) > 1 else ''})"
+            for s in best
+        )
         lines += [
             "",
             f"Fewest labels for LoRA on the means, among the rows with "
             f"{'3 seeds or more' if ranked is not lora else 'any number of seeds'}: "
-            f"**{_reach(n_best)}** with {best['strategy']} picks from a {best['start']} start "
-            f"({n_seeds} seed{'s' if n_seeds > 1 else ''}). Moonshot (<= 200 labels with the "
+            f"**{_reach(n_best)}**, with {names}. Moonshot (<= 200 labels with the "
             f"best strategy): **{'met' if moonshot else 'not met'}** on the means.",
         ]
     return "\n".join(lines) + "\n"

@@ -226,18 +226,44 @@ def per_seed_reach(cells):
     return out
 
 
-def paired_differences(cells, budgets=(100, 200, 400)):
-    """LoRA minus linear probe, same (start, strategy, seed): mean and range per budget."""
-    by = {(c["start"], c["model"], c["strategy"], c["seed"]): _curve(c) for c in cells}
+CELL_FIELDS = ("start", "model", "strategy")
+
+
+def paired_differences(cells, field, reference, budgets=(100, 200, 400)):
+    """Each cell minus the cell of the same seed that differs only in ``field``, which is
+    ``reference`` there (LoRA minus linear probe; a strategy minus random picks).
+
+    Returns ``{(start, model, strategy): array (n_seeds, len(budgets))}`` and the budgets.
+    """
+    by = {(*(c[f] for f in CELL_FIELDS), c["seed"]): _curve(c) for c in cells}
+    i = CELL_FIELDS.index(field)
     rows = {}
-    for (start, model_name, strategy, seed), curve in by.items():
-        other = by.get((start, "linear", strategy, seed))
-        if model_name != "lora" or other is None:
+    for key, curve in by.items():
+        if key[i] == reference:
             continue
-        rows.setdefault((start, strategy), []).append(
+        other = by.get((*key[:i], reference, *key[i + 1 :]))
+        if other is None:
+            continue
+        rows.setdefault(key[:3], []).append(
             [curve[SCHEDULE.index(b)] - other[SCHEDULE.index(b)] for b in budgets]
         )
     return {k: np.array(v) for k, v in sorted(rows.items())}, budgets
+
+
+def _paired_json(cells, field, reference):
+    diffs, budgets = paired_differences(cells, field, reference)
+    return [
+        {**dict(zip(CELL_FIELDS, k, strict=True)), "n_labels": list(budgets),
+         "per_seed": d.tolist()}
+        for k, d in diffs.items()
+    ]  # fmt: skip
+
+
+def _diff_cols(d):
+    return " | ".join(
+        f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+        for m, lo, hi in zip(100 * d.mean(0), 100 * d.min(0), 100 * d.max(0), strict=True)
+    )
 
 
 def _pct(mean, std, n):
@@ -288,7 +314,7 @@ def summary_markdown(summary, cells, target):
     for (start, model_name, strategy), by_seed in sorted(reach.items()):
         row = " | ".join(_reach(by_seed[s]) if s in by_seed else "-" for s in seeds)
         lines.append(f"| {start} | {model_name} | {strategy} | {row} |")
-    diffs, budgets = paired_differences(cells)
+    diffs, budgets = paired_differences(cells, "model", "linear")
     if diffs:
         lines += [
             "",
@@ -298,12 +324,22 @@ def summary_markdown(summary, cells, target):
             "| start | strategy | seeds | " + " | ".join(f"{b} labels" for b in budgets) + " |",
             "|" + "---|" * (len(budgets) + 3),
         ]
-        for (start, strategy), d in diffs.items():
-            cols = " | ".join(
-                f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-                for m, lo, hi in zip(100 * d.mean(0), 100 * d.min(0), 100 * d.max(0), strict=True)
-            )
-            lines.append(f"| {start} | {strategy} | {len(d)} | {cols} |")
+        for (start, _, strategy), d in diffs.items():
+            lines.append(f"| {start} | {strategy} | {len(d)} | {_diff_cols(d)} |")
+    diffs, budgets = paired_differences(cells, "strategy", "random")
+    if diffs:
+        lines += [
+            "",
+            "Each strategy minus random picks, same start, model and seed (accuracy points, "
+            "mean and [min, max] over the seeds):",
+            "",
+            "| start | model | strategy | seeds | "
+            + " | ".join(f"{b} labels" for b in budgets)
+            + " |",
+            "|" + "---|" * (len(budgets) + 4),
+        ]
+        for (start, model_name, strategy), d in diffs.items():
+            lines.append(f"| {start} | {model_name} | {strategy} | {len(d)} | {_diff_cols(d)} |")
     lora = [s for s in summary if s["model"] == "lora"]
     # only rows with 3 seeds or more are ranked (one seed's curve says little), if any
     ranked = [s for s in lora if len(s["seeds"]) >= 3] or lora
@@ -357,6 +393,8 @@ def write_summary(out, args):
                 }
                 for k, v in sorted(reach.items())
             ],
+            "lora_minus_linear": _paired_json(cells, "model", "linear"),
+            "strategy_minus_random": _paired_json(cells, "strategy", "random"),
         },  # fmt: skip
     )
 

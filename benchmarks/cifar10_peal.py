@@ -407,17 +407,27 @@ def plot(summary, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for s in summary:
-        m, d = 100 * np.array(s["mean"]), 100 * np.array(s["std"])
-        style = "-" if s["model"] == "lora" else "--"
-        label = f"{s['model']} {s['strategy']} ({s['start']} start)"
-        ax.plot(s["n_labels"], m, style, marker="o", ms=3, label=label)
-        ax.fill_between(s["n_labels"], m - d, m + d, alpha=0.15)
-    ax.set_xlabel("labels")
-    ax.set_ylabel("test accuracy %")
-    ax.set_title("CIFAR-10, EfficientNet-Lite0 128 px")
-    ax.legend(fontsize=7)
+    # one panel per start; a colour per strategy, solid LoRA and dashed linear probe (25
+    # curves in one panel repeated the 10 default colours and hid each other)
+    starts = sorted({s["start"] for s in summary})
+    strategies = sorted({s["strategy"] for s in summary})
+    colours = dict(zip(strategies, plt.get_cmap("tab10").colors, strict=False))
+    fig, axes = plt.subplots(1, len(starts), figsize=(6 * len(starts), 5), sharey=True,
+                             squeeze=False)  # fmt: skip
+    for ax, start in zip(axes[0], starts, strict=True):
+        for s in (s for s in summary if s["start"] == start):
+            m, d = 100 * np.array(s["mean"]), 100 * np.array(s["std"])
+            style = "-" if s["model"] == "lora" else "--"
+            colour = colours.get(s["strategy"])
+            ax.plot(s["n_labels"], m, style, color=colour, marker="o", ms=3,
+                    label=f"{s['model']} {s['strategy']} ({len(s['seeds'])})")  # fmt: skip
+            ax.fill_between(s["n_labels"], m - d, m + d, color=colour, alpha=0.1)
+        ax.set_xlabel("labels")
+        ax.set_title(f"{start} start")
+        ax.legend(fontsize=7, loc="lower right", title="model strategy (seeds)",
+                  title_fontsize=7)  # fmt: skip
+    axes[0][0].set_ylabel("test accuracy %")
+    fig.suptitle("CIFAR-10, EfficientNet-Lite0 128 px: solid LoRA, dashed linear probe")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

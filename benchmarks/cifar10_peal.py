@@ -259,6 +259,26 @@ def _paired_json(cells, field, reference):
     ]  # fmt: skip
 
 
+def _paired_table(cells, field, reference, columns, title):
+    """Markdown lines of :func:`paired_differences`, one row per (start, model, strategy)."""
+    diffs, budgets = paired_differences(cells, field, reference)
+    if not diffs:
+        return []
+    lines = [
+        "",
+        f"{title} (accuracy points, mean and [min, max] over the seeds):",
+        "",
+        "| " + " | ".join((*columns, "seeds", *(f"{b} labels" for b in budgets))) + " |",
+        "|" + "---|" * (len(columns) + 1 + len(budgets)),
+    ]
+    for key, d in diffs.items():
+        cell = dict(zip(CELL_FIELDS, key, strict=True))
+        lines.append(
+            "| " + " | ".join(cell[c] for c in columns) + f" | {len(d)} | {_diff_cols(d)} |"
+        )
+    return lines
+
+
 def _diff_cols(d):
     return " | ".join(
         f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
@@ -314,32 +334,14 @@ def summary_markdown(summary, cells, target):
     for (start, model_name, strategy), by_seed in sorted(reach.items()):
         row = " | ".join(_reach(by_seed[s]) if s in by_seed else "-" for s in seeds)
         lines.append(f"| {start} | {model_name} | {strategy} | {row} |")
-    diffs, budgets = paired_differences(cells, "model", "linear")
-    if diffs:
-        lines += [
-            "",
-            "LoRA minus linear probe, same start, strategy and seed (accuracy points, mean "
-            "and [min, max] over the seeds):",
-            "",
-            "| start | strategy | seeds | " + " | ".join(f"{b} labels" for b in budgets) + " |",
-            "|" + "---|" * (len(budgets) + 3),
-        ]
-        for (start, _, strategy), d in diffs.items():
-            lines.append(f"| {start} | {strategy} | {len(d)} | {_diff_cols(d)} |")
-    diffs, budgets = paired_differences(cells, "strategy", "random")
-    if diffs:
-        lines += [
-            "",
-            "Each strategy minus random picks, same start, model and seed (accuracy points, "
-            "mean and [min, max] over the seeds):",
-            "",
-            "| start | model | strategy | seeds | "
-            + " | ".join(f"{b} labels" for b in budgets)
-            + " |",
-            "|" + "---|" * (len(budgets) + 4),
-        ]
-        for (start, model_name, strategy), d in diffs.items():
-            lines.append(f"| {start} | {model_name} | {strategy} | {len(d)} | {_diff_cols(d)} |")
+    lines += _paired_table(
+        cells, "model", "linear", ("start", "strategy"),
+        "LoRA minus linear probe, same start, strategy and seed",
+    )  # fmt: skip
+    lines += _paired_table(
+        cells, "strategy", "random", CELL_FIELDS,
+        "Each strategy minus random picks, same start, model and seed",
+    )  # fmt: skip
     lora = [s for s in summary if s["model"] == "lora"]
     # only rows with 3 seeds or more are ranked (one seed's curve says little), if any
     ranked = [s for s in lora if len(s["seeds"]) >= 3] or lora

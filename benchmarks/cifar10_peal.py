@@ -359,7 +359,7 @@ def summary_markdown(summary, cells, target):
             f"{s['strategy']} picks from a {s['start']} start ({len(s['seeds'])} "
             f"seed{'s' if len(s['seeds']) > 1 else ''})"
             for s in best
-        )
+        ) if n_best is not None else "no row reaching the target"  # fmt: skip
         lines += [
             "",
             f"Fewest labels for LoRA on the means, among the rows with "

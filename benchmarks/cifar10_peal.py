@@ -347,12 +347,14 @@ def summary_markdown(summary, cells, target):
     ranked = [s for s in lora if len(s["seeds"]) >= 3] or lora
     if ranked:
 
-        def reach(s):
+        def labels_or_inf(s):
             return labels_to_reach(s, target) or 10**9
 
-        n_best = min(reach(s) for s in ranked)
+        n_best = min(labels_or_inf(s) for s in ranked)
         # every row reaching the target with the fewest labels: a tie is named, not broken
-        best = sorted((s for s in ranked if reach(s) == n_best), key=lambda s: -s["mean"][-1])
+        best = sorted(
+            (s for s in ranked if labels_or_inf(s) == n_best), key=lambda s: -s["mean"][-1]
+        )
         n_best = labels_to_reach(best[0], target)
         moonshot = n_best is not None and n_best <= 200
         names = ", ".join(

@@ -202,6 +202,8 @@ def main():
     )
     parser.add_argument("--out", default="benchmarks/results/peal_cycle.json")
     args = parser.parse_args()
+    if args.agreement_images < 1:
+        parser.error(f"--agreement-images must be at least 1; got {args.agreement_images}")
     data = cifar10_npz(args.data)
 
     import torch

@@ -70,8 +70,8 @@ def selections(clf, X_pool, X_labeled, y_labeled, n):
     return entropy, t1 - t0, time.perf_counter() - t1
 
 
-def pool_sample(n, labelled, size):
-    """The first ``size`` pool images (those not labelled)."""
+def pool_sample(n, labelled, size=None):
+    """The indices of the first ``size`` pool images (those not labelled; None: all)."""
     return np.setdiff1d(np.arange(n), labelled)[:size]
 
 
@@ -120,7 +120,7 @@ def agreement(clf, X_sample):
 
 def cycle(clf, X, y, labelled, n_query):
     """fit, predict_proba and transform over the pool, two selections; timings."""
-    pool_idx = np.setdiff1d(np.arange(len(X)), labelled)
+    pool_idx = pool_sample(len(X), labelled)
     row = {"n_labels": int(len(labelled)), "n_pool": int(len(pool_idx))}
     t0 = time.perf_counter()
     clf.fit(X[labelled], y[labelled])
